@@ -1,0 +1,87 @@
+"""What the network predicts (eps, x0 or v), the conversions between them, and the loss.
+
+A model declares its target in ``model.prediction``; samplers turn any output into an x0
+estimate with :func:`to_x0` and so never care which target a run used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ddpm.diffusion.schedule import NoiseSchedule
+
+PREDICTIONS = ("eps", "x0", "v")
+LOSS_WEIGHTINGS = ("none", "min_snr")
+
+
+def _coefs(schedule: NoiseSchedule, t: Tensor, ndim: int) -> tuple[Tensor, Tensor]:
+    a = schedule.gather(schedule.sqrt_alpha_bar, t, ndim)
+    s = schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, ndim)
+    return a, s
+
+
+def target(
+    prediction: str, x0: Tensor, noise: Tensor, t: Tensor, schedule: NoiseSchedule
+) -> Tensor:
+    """The regression target for ``prediction`` (v = sqrt(ab) eps - sqrt(1-ab) x0)."""
+    if prediction == "eps":
+        return noise
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        a, s = _coefs(schedule, t, x0.ndim)
+        return a * noise - s * x0
+    raise ValueError(f"model.prediction={prediction!r}: allowed {', '.join(PREDICTIONS)}")
+
+
+def to_x0(
+    prediction: str, output: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
+) -> Tensor:
+    """The x0 estimate implied by a network output at (x_t, t)."""
+    if prediction == "x0":
+        return output
+    a, s = _coefs(schedule, t, x_t.ndim)
+    if prediction == "eps":
+        return (x_t - s * output) / a
+    if prediction == "v":
+        return a * x_t - s * output
+    raise ValueError(f"model.prediction={prediction!r}: allowed {', '.join(PREDICTIONS)}")
+
+
+def to_eps(x0: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule) -> Tensor:
+    """The noise consistent with an x0 estimate at (x_t, t)."""
+    a, s = _coefs(schedule, t, x_t.ndim)
+    return (x_t - a * x0) / s
+
+
+def loss_weight(
+    prediction: str, weighting: str, t: Tensor, schedule: NoiseSchedule, gamma: float = 5.0
+) -> Tensor:
+    """Per-sample loss weights. ``min_snr``: Hang et al. 2023, min(SNR, gamma) in x0 units."""
+    if weighting == "none":
+        return torch.ones_like(t, dtype=torch.float32)
+    if weighting != "min_snr":
+        raise ValueError(
+            f"trainer.loss_weighting={weighting!r}: allowed {', '.join(LOSS_WEIGHTINGS)}"
+        )
+    snr = schedule.snr[t]
+    clipped = snr.clamp(max=gamma)
+    # An eps (v) error is an x0 error scaled by 1/snr (1/(snr+1)); undo that scale.
+    return {"x0": clipped, "eps": clipped / snr, "v": clipped / (snr + 1)}[prediction]
+
+
+def diffusion_loss(
+    model: nn.Module, schedule: NoiseSchedule, x0: Tensor, weighting: str = "none"
+) -> Tensor:
+    """The DDPM training loss on a batch: t ~ U[0, T), eps ~ N(0, I), MSE to the target."""
+    t = torch.randint(0, len(schedule), (x0.shape[0],), device=x0.device)
+    noise = torch.randn_like(x0)
+    x_t = schedule.q_sample(x0, t, noise)
+    output = model(x_t, t)
+    goal = target(model.prediction, x0, noise, t, schedule)
+    if weighting == "none":
+        return F.mse_loss(output, goal)
+    per_sample = (output - goal).pow(2).flatten(1).mean(1)
+    return (loss_weight(model.prediction, weighting, t, schedule) * per_sample).mean()

@@ -1,0 +1,105 @@
+"""Noise schedules: one table object per schedule, computed once.
+
+Every quantity the forward process, the losses and the samplers need (alpha_bar, the
+posterior coefficients, ...) lives in :class:`NoiseSchedule`. Samplers read these tables and
+never re-derive them. Tables are computed in float64 and stored in float32, so two schedules
+built from the same alpha_bar agree to the last float32 bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+class NoiseSchedule:
+    """The tables of a discrete DDPM forward process with ``T`` steps, indexed by t in [0, T).
+
+    Built from ``alpha_bar`` (the cumulative signal fraction); ``alpha_bar_prev[0] = 1``.
+    """
+
+    def __init__(self, alpha_bar: Tensor, timesteps: Sequence[int] | None = None) -> None:
+        ab = alpha_bar.to(torch.float64)
+        if ab.ndim != 1 or len(ab) == 0:
+            raise ValueError("alpha_bar must be a non-empty 1-D tensor")
+        ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
+        betas = 1.0 - ab / ab_prev
+        post_var = betas * (1.0 - ab_prev) / (1.0 - ab)
+
+        def f32(x: Tensor) -> Tensor:
+            return x.to(torch.float32)
+
+        self.num_timesteps = len(ab)
+        self._alpha_bar64 = ab  # kept exact for respacing
+        # The original timestep index of each row (differs from arange only when respaced).
+        self.timesteps = torch.as_tensor(
+            list(timesteps) if timesteps is not None else range(len(ab)), dtype=torch.long
+        )
+        self.betas = f32(betas)
+        self.alphas = f32(1.0 - betas)
+        self.alpha_bar = f32(ab)
+        self.alpha_bar_prev = f32(ab_prev)
+        self.sqrt_alpha_bar = f32(ab.sqrt())
+        self.sqrt_one_minus_alpha_bar = f32((1.0 - ab).sqrt())
+        self.posterior_variance = f32(post_var)
+        self.posterior_mean_coef1 = f32(ab_prev.sqrt() * betas / (1.0 - ab))
+        self.posterior_mean_coef2 = f32((1.0 - betas).sqrt() * (1.0 - ab_prev) / (1.0 - ab))
+        self.snr = f32(ab / (1.0 - ab))
+
+    @classmethod
+    def from_betas(cls, betas: Tensor) -> NoiseSchedule:
+        return cls(torch.cumprod(1.0 - betas.to(torch.float64), dim=0))
+
+    def respace(self, timesteps: Sequence[int]) -> NoiseSchedule:
+        """The schedule seen by a sampler that visits only ``timesteps`` (increasing).
+
+        Its betas are ``1 - alpha_bar[t_i] / alpha_bar[t_{i-1}]``, so the marginals at the kept
+        steps are unchanged (Nichol & Dhariwal 2021, section 4).
+        """
+        idx = torch.as_tensor(list(timesteps), dtype=torch.long)
+        if len(idx) == 0 or bool((idx[1:] <= idx[:-1]).any()):
+            raise ValueError("respaced timesteps must be non-empty and strictly increasing")
+        return NoiseSchedule(
+            self._alpha_bar64[idx.to(self._alpha_bar64.device)].cpu(),
+            timesteps=self.timesteps.cpu()[idx].tolist(),
+        )
+
+    def to(self, device: torch.device | str) -> NoiseSchedule:
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+    def __len__(self) -> int:
+        return self.num_timesteps
+
+    @staticmethod
+    def gather(table: Tensor, t: Tensor, ndim: int) -> Tensor:
+        """``table[t]`` shaped to broadcast against a batch with ``ndim`` dimensions."""
+        return table[t].reshape(-1, *([1] * (ndim - 1)))
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps."""
+        a = self.gather(self.sqrt_alpha_bar, t, x0.ndim)
+        s = self.gather(self.sqrt_one_minus_alpha_bar, t, x0.ndim)
+        return a * x0 + s * noise
+
+
+def linear(
+    timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> NoiseSchedule:
+    """Ho et al. 2020: betas evenly spaced from ``beta_start`` to ``beta_end``."""
+    return NoiseSchedule.from_betas(
+        torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+    )
+
+
+def cosine(timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
+    """Nichol & Dhariwal 2021: alpha_bar(t) = cos^2(((t/T + s)/(1 + s)) pi/2), betas clipped."""
+    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+    return NoiseSchedule.from_betas(betas)

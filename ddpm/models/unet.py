@@ -1,0 +1,109 @@
+"""The seed's small U-Net, built from a list of widths (one per resolution level).
+
+With ``channels=[64, 128, 256]``, ``time_dim=32``, ``norm_groups=8`` on 28x28x1 it is exactly
+the study note's network (2,979,265 parameters): see ``../shared/SEED.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ddpm.diffusion.objective import PREDICTIONS
+
+
+def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
+    """Half sin, half cos, frequencies exp(-ln(10000) k / (half - 1)), k = 0..half-1."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - 1)
+    )
+    args = t.float()[:, None] * freqs[None, :]
+    return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+class Block(nn.Module):
+    """conv -> + Linear(time embedding) as a per-channel bias -> GroupNorm -> SiLU."""
+
+    def __init__(self, c_in: int, c_out: int, time_dim: int, groups: int, kind: str) -> None:
+        super().__init__()
+        if kind == "plain":
+            self.conv: nn.Module = nn.Conv2d(c_in, c_out, 3, padding=1)
+        elif kind == "down":
+            self.conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+        elif kind == "up":
+            self.conv = nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+        else:
+            raise ValueError(f"block kind {kind!r}: allowed plain, down, up")
+        self.time = nn.Linear(time_dim, c_out)
+        self.norm = nn.GroupNorm(groups, c_out)
+        self.act = nn.SiLU()
+
+    def forward(self, x: Tensor, t_emb: Tensor) -> Tensor:
+        h = self.conv(x) + self.time(t_emb)[:, :, None, None]
+        return self.act(self.norm(h))
+
+
+class UNet(nn.Module):
+    """Predicts ``prediction`` (eps, x0 or v) from a noisy image and its timestep.
+
+    Down path: a plain block to ``channels[0]``, then one stride-2 block per further width.
+    Two plain blocks in the middle. Up path: each level concatenates the skip of the same
+    resolution and upsamples to the next smaller width; a last plain block and a 1x1 conv.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (64, 128, 256),
+        time_dim: int = 32,
+        norm_groups: int = 8,
+        in_channels: int = 1,
+        image_size: int = 28,
+        prediction: str = "eps",
+    ) -> None:
+        super().__init__()
+        channels = list(channels)
+        levels = len(channels)
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"model.prediction={prediction!r}: allowed {', '.join(PREDICTIONS)}")
+        if image_size % 2 ** (levels - 1):
+            raise ValueError(
+                f"model.image_size={image_size} must be divisible by 2^(levels-1)="
+                f"{2 ** (levels - 1)} for model.channels={channels}"
+            )
+        self.prediction = prediction
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.time_dim = time_dim
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
+        )
+
+        def block(c_in: int, c_out: int, kind: str) -> Block:
+            return Block(c_in, c_out, time_dim, norm_groups, kind)
+
+        self.downs = nn.ModuleList([block(in_channels, channels[0], "plain")])
+        for c_prev, c in zip(channels[:-1], channels[1:], strict=True):
+            self.downs.append(block(c_prev, c, "down"))
+        self.mids = nn.ModuleList([block(channels[-1], channels[-1], "plain") for _ in range(2)])
+        self.ups = nn.ModuleList()
+        for level in range(levels - 1, 0, -1):
+            self.ups.append(block(2 * channels[level], channels[level - 1], "up"))
+        self.ups.append(block(2 * channels[0], channels[0], "plain"))
+        self.out = nn.Conv2d(channels[0], in_channels, 1)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        t_emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
+        skips = []
+        h = x
+        for down in self.downs:
+            h = down(h, t_emb)
+            skips.append(h)
+        for mid in self.mids:
+            h = mid(h, t_emb)
+        for up in self.ups:
+            h = up(torch.cat([h, skips.pop()], dim=1), t_emb)
+        return self.out(h)

@@ -1,0 +1,101 @@
+"""The interface every sampler shares: a timestep plan, one ``step``, and one sampling loop.
+
+A sampler reads the schedule's tables (respaced to its own timesteps when it skips steps) and
+never re-derives them. ``step`` maps (x0 estimate, x_t, row i of the table) to the next state;
+``sample`` runs the network and the steps from pure noise to an image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ddpm.diffusion.objective import to_x0
+from ddpm.diffusion.schedule import NoiseSchedule
+
+
+def spaced_timesteps(num_timesteps: int, steps: int | None) -> list[int]:
+    """The timesteps a sampler visits, increasing: all of them, or ``steps`` evenly spread.
+
+    ``round(linspace(0, T-1, steps))`` always contains T-1 (start from the noisiest step)
+    and 0 (finish on the clean-data step).
+    """
+    if steps is None or steps >= num_timesteps:
+        return list(range(num_timesteps))
+    if steps < 1:
+        raise ValueError(f"sampler.steps={steps}: must be >= 1")
+    if steps == 1:
+        return [num_timesteps - 1]
+    spaced = torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
+    return sorted(set(spaced.tolist()))
+
+
+class Sampler:
+    """Base class: subclasses implement :meth:`step`."""
+
+    def __init__(
+        self, schedule: NoiseSchedule, steps: int | None = None, clip_x0: bool = True
+    ) -> None:
+        self.steps = steps
+        self.clip_x0 = clip_x0
+        kept = spaced_timesteps(len(schedule), steps)
+        # Row i of ``table`` is original timestep kept[i]; a full plan keeps the original table.
+        self.table = schedule if len(kept) == len(schedule) else schedule.respace(kept)
+
+    @property
+    def timesteps(self) -> list[int]:
+        """Original timesteps, in the order they are visited (decreasing)."""
+        return self.table.timesteps.flip(0).tolist()
+
+    def to(self, device: torch.device | str) -> Sampler:
+        self.table.to(device)
+        return self
+
+    def reset(self) -> None:
+        """Clears per-trajectory state (multistep samplers keep previous estimates)."""
+
+    def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:
+        """One reverse step from row ``i`` of :attr:`table` to row ``i - 1`` (or to x0 at 0)."""
+        raise NotImplementedError
+
+    def predict_x0(self, model: nn.Module, x_t: Tensor, i: int) -> Tensor:
+        t = self.table.timesteps[i].expand(x_t.shape[0]).to(x_t.device)
+        row = torch.full_like(t, i)
+        x0 = to_x0(model.prediction, model(x_t, t), x_t, row, self.table)
+        return x0.clamp(-1.0, 1.0) if self.clip_x0 else x0
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model: nn.Module,
+        shape: Sequence[int],
+        *,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        x_T: Tensor | None = None,
+        record: Sequence[int] = (),
+        progress: bool = False,
+    ) -> tuple[Tensor, dict[int, Tensor]]:
+        """Images from noise, and the first image's state after each step in ``record``.
+
+        ``record`` holds original timesteps; each is matched to the nearest visited one.
+        """
+        self.to(device)
+        self.reset()
+        x = (
+            x_T.to(device)
+            if x_T is not None
+            else torch.randn(tuple(shape), device=device, generator=generator)
+        )
+        visited = self.table.timesteps.tolist()
+        wanted = {min(range(len(visited)), key=lambda i: abs(visited[i] - t)): t for t in record}
+        trajectory: dict[int, Tensor] = {}
+        rows = range(len(visited) - 1, -1, -1)
+        for i in tqdm(rows, desc=type(self).__name__, disable=not progress, leave=False):
+            x = self.step(self.predict_x0(model, x, i), x, i, generator)
+            if i in wanted:
+                trajectory[wanted[i]] = x[0].detach().cpu()
+        return x, trajectory

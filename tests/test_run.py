@@ -1,0 +1,106 @@
+"""The real entry point, run the way a user runs it, and the files it leaves behind."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import DATA_ROOT, REPO, TINY, needs_mnist
+from PIL import Image
+
+from ddpm import checkpoint
+from ddpm.run import run
+from ddpm.tracking import read_metrics
+
+
+def run_cli(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DDPM_DATA_ROOT": str(DATA_ROOT), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "ddpm.run", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_a_short_small_run_leaves_every_file_and_learns(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli(
+        "model=small",
+        "schedule=linear",
+        "trainer.max_steps=40",
+        "trainer.log_every=10",
+        "trainer.checkpoint_every=20",
+        "trainer.sample_every=20",
+        "trainer.num_samples=16",
+        "sampler.steps=50",
+        "trainer.device=cpu",
+        f"hydra.run.dir={out}",
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+
+    for name in ["config.yaml", "overrides.yaml", "hydra.yaml"]:
+        assert (out / ".hydra" / name).is_file()
+    last = checkpoint.load(out / "checkpoints" / "last.pt")
+    assert last["step"] == 40 and last["config"]["model"]["channels"] == [32, 64, 128]
+    assert checkpoint.load(out / "checkpoints" / "step_0000020.pt")["step"] == 20
+    for png in ["samples/grid_0000020.png", "samples/grid_0000040.png", "loss.png"]:
+        with Image.open(out / png) as img:
+            assert img.size[0] > 28
+    with Image.open(out / "samples" / "progress.png") as img:
+        assert img.size[0] > 4 * img.size[1]  # a strip of 8 panels
+    with Image.open(out / "samples" / "grid_0000040.png") as img:
+        assert img.size == (2 + 8 * 30, 2 + 2 * 30)  # 16 digits, 8 per row, 2px padding
+
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    assert set(rows[0]) >= {"step", "epoch", "loss", "lr", "images_per_s"}
+    assert rows[0]["lr"] == pytest.approx(2e-4)
+    assert rows[-1]["loss"] < 0.6 * rows[0]["loss"], [r["loss"] for r in rows]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 40 and summary["num_parameters"] == 757_505
+
+    # The checkpoint restores the network it came from.
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    model = instantiate(OmegaConf.create(last["config"]).model)
+    model.load_state_dict(last["model"])
+
+
+@needs_mnist
+def test_same_seed_same_losses_and_weights(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY)
+    first = run(cfg, tmp_path / "a")
+    second = run(cfg, tmp_path / "b")
+    losses = [[r["loss"] for r in read_metrics(tmp_path / d)] for d in "ab"]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
+    assert first["final_loss"] == second["final_loss"]
+    wa = checkpoint.load(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
+    wb = checkpoint.load(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    other = run(make_cfg(*TINY, "trainer.seed=1"), tmp_path / "c")
+    assert other["final_loss"] != first["final_loss"]
+
+
+@needs_mnist
+def test_max_steps_wins_over_epochs(make_cfg, tmp_path):
+    summary = run(make_cfg(*TINY, "trainer.epochs=3", "trainer.max_steps=2"), tmp_path)
+    assert summary["steps"] == 2
+
+
+def test_a_bad_config_is_one_line_and_a_nonzero_exit(tmp_path):
+    res = run_cli("model.channels=[30,60]", f"hydra.run.dir={tmp_path}")
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert lines == [
+        "error: model.channels=[30, 60]: every width divisible by model.norm_groups=8"
+    ], res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
