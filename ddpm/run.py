@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -23,29 +25,37 @@ from ddpm.train import train
 log = logging.getLogger("ddpm")
 
 
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate``, but a UserError raised inside stays a UserError (one clean line)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Builds every object from ``cfg`` and trains; the summary dict comes back."""
     validate(cfg)
     torch.manual_seed(cfg.trainer.seed)  # before building: initial weights depend on it
-    data = instantiate(cfg.dataset)
-    model = instantiate(cfg.model)
-    expected = (model.in_channels, model.image_size, model.image_size)
-    if tuple(data.images.shape[1:]) != expected:
-        raise UserError(
-            f"model.image_size/in_channels={expected} do not match the dataset's images "
-            f"{tuple(data.images.shape[1:])}"
-        )
-    schedule = instantiate(cfg.schedule)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
-    sampler = instantiate(cfg.sampler, schedule=schedule)
-    log.info(
-        "model: %s parameters; run dir %s",
-        f"{sum(p.numel() for p in model.parameters()):,}",
-        run_dir,
-    )
     config = OmegaConf.to_container(cfg, resolve=True)
-    make_tracker = instantiate(cfg.logger, _partial_=True)  # kwargs below stay plain data
+    make_tracker = build(cfg.logger, _partial_=True)  # kwargs below stay plain data
+    # Opened before anything can fail, so a failing job still leaves a finished, failed run.
     with make_tracker(run_dir=run_dir, run_config=config) as tracker:
+        data = build(cfg.dataset)
+        model = build(cfg.model)
+        expected = (model.in_channels, model.image_size, model.image_size)
+        if tuple(data.images.shape[1:]) != expected:
+            raise UserError(
+                f"model.image_size/in_channels={expected} do not match the dataset's images "
+                f"{tuple(data.images.shape[1:])}"
+            )
+        schedule = build(cfg.schedule)
+        optimizer = build(cfg.optimizer)(model.parameters())
+        sampler = build(cfg.sampler, schedule=schedule)
+        n_params = sum(p.numel() for p in model.parameters())
+        log.info("model: %s parameters; run dir %s", f"{n_params:,}", run_dir)
         return train(cfg, model, schedule, optimizer, sampler, data, tracker, run_dir)
 
 

@@ -8,8 +8,21 @@ calls. The ``logger`` config group picks the class.
 from __future__ import annotations
 
 import json
+import logging
+import netrc
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+from ddpm.errors import UserError
+
+log = logging.getLogger("ddpm")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+TAGGED_GROUPS = ("model", "schedule", "sampler", "optimizer")
 
 
 class Tracker:
@@ -27,6 +40,9 @@ class Tracker:
 
     def log_image(self, key: str, path: str | Path, step: int, caption: str | None = None) -> None:
         """An image file already written into the run dir (local tracking keeps it there)."""
+
+    def log_checkpoint(self, path: str | Path, step: int) -> None:
+        """A checkpoint file already written into the run dir."""
 
     def summary(self, values: dict[str, Any]) -> None:
         path = self.run_dir / "summary.json"
@@ -47,3 +63,181 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The logged rows of a run, in order."""
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class HydraJob:
+    """What a tracker needs to know about the Hydra job it runs in."""
+
+    overrides: list[str]
+    choices: dict[str, str]
+    sweep_dir: Path | None  # set in multirun only
+
+    @classmethod
+    def current(cls) -> HydraJob | None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return None
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        return cls(
+            overrides=list(hc.overrides.task),
+            choices={k: str(v) for k, v in hc.runtime.choices.items() if v is not None},
+            sweep_dir=Path(hc.sweep.dir) if multirun else None,
+        )
+
+    def swept_keys(self) -> set[str]:
+        """Keys the sweep varies: sweep overrides (``a=1,2``, ``range(..)``) on its command line
+        plus the preset's ``hydra.sweeper.params`` (both recorded in ``multirun.yaml``)."""
+        if self.sweep_dir is None or not (self.sweep_dir / "multirun.yaml").is_file():
+            return set()
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        saved = OmegaConf.load(self.sweep_dir / "multirun.yaml")
+        parsed = OverridesParser.create().parse_overrides(list(saved.hydra.overrides.task))
+        keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
+        params = OmegaConf.select(saved, "hydra.sweeper.params", default=None) or {}
+        return keys | {str(k) for k in params}
+
+    def run_name(self) -> str | None:
+        """``model=small,schedule=cosine``: the job's overrides (in a sweep, the swept ones)."""
+        swept = self.swept_keys()
+        picked = [
+            o.lstrip("+~")
+            for o in self.overrides
+            if not swept or o.split("=", 1)[0].lstrip("+~") in swept
+        ]
+        return ",".join(picked) or None
+
+
+def has_wandb_credentials() -> bool:
+    """An API key in the environment or in ~/.netrc for the W&B host; never prompts."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host or "") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class WandbTracker(Tracker):
+    """Local files plus one W&B run per Hydra job; never prompts, never stops training.
+
+    ``mode=auto`` is online when credentials exist and offline otherwise. Run files go to
+    ``<run_dir>/wandb``. A failing W&B call warns once; the run goes on with local files only.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        run_config: dict[str, Any] | None = None,
+        project: str = "ddpm",
+        entity: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        mode: str = "auto",
+        log_checkpoints: bool = False,
+        init_timeout_s: float = 30.0,
+    ) -> None:
+        super().__init__(run_dir, run_config)
+        if mode not in WANDB_MODES:
+            raise UserError(f"logger.mode={mode!r}: allowed {', '.join(WANDB_MODES)}")
+        import wandb
+
+        self._wandb = wandb
+        self.log_checkpoints = log_checkpoints
+        job = HydraJob.current()
+        if group is None and job is not None and job.sweep_dir is not None:
+            experiment = self.run_config.get("experiment_name")
+            group = f"{experiment}-{job.sweep_dir.name}" if experiment else job.sweep_dir.name
+        if name is None and job is not None:
+            name = job.run_name()
+        auto_tags = [f"{g}:{job.choices[g]}" for g in TAGGED_GROUPS if job and g in job.choices]
+        if mode == "auto":
+            mode = "online" if has_wandb_credentials() else "offline"
+        init = dict(
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            tags=[*auto_tags, *tags],
+            config=self.run_config,
+            dir=str(self.run_dir),
+            reinit="finish_previous",  # jobs in one process never share a run
+            settings=wandb.Settings(silent=True, init_timeout=init_timeout_s),
+        )
+        try:
+            self.run = wandb.init(mode=mode, **init)
+        except Exception as err:  # noqa: BLE001 - an unreachable server must not stop training
+            if mode != "online":
+                raise
+            warnings.warn(
+                f"W&B online init failed ({type(err).__name__}: {err}); logging offline instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            mode = "offline"
+            self.run = wandb.init(mode=mode, **init)
+        self.mode = mode
+        self._broken = False
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        if self._broken:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any W&B failure must not stop training
+            self._broken = True
+            warnings.warn(
+                f"W&B logging failed ({type(err).__name__}: {err}); "
+                f"training goes on, metrics stay in {self.run_dir / 'metrics.jsonl'}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        super().log(metrics, step)
+        self._call(self.run.log, metrics, step=step)
+
+    def log_image(self, key: str, path: str | Path, step: int, caption: str | None = None) -> None:
+        self._call(
+            lambda: self.run.log({key: self._wandb.Image(str(path), caption=caption)}, step=step)
+        )
+
+    def log_checkpoint(self, path: str | Path, step: int) -> None:
+        if not self.log_checkpoints:
+            return
+
+        def upload() -> None:
+            art = self._wandb.Artifact(
+                f"{self.run.id}-checkpoint", type="model", metadata={"step": step}
+            )
+            art.add_file(str(path), name=Path(path).name)
+            self.run.log_artifact(art, aliases=["latest", f"step-{step}"])
+
+        self._call(upload)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        super().summary(values)
+        self._call(self.run.summary.update, values)
+
+    def finish(self, exit_code: int = 0) -> None:
+        super().finish(exit_code)
+        try:
+            self.run.finish(exit_code=exit_code)
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"W&B run did not finish cleanly: {err}", RuntimeWarning, stacklevel=2)
+        if self.mode == "offline":
+            log.info(
+                "W&B offline run saved; upload it later with: wandb sync %s", self.run_dir_wandb
+            )
+
+    @property
+    def run_dir_wandb(self) -> Path:
+        """The run's own folder under ``<run_dir>/wandb`` (what ``wandb sync`` takes)."""
+        return Path(self.run.dir).parent

@@ -79,10 +79,12 @@ def train(
     schedule.to(device)
     images = data.images.to(device)
     steps = total_steps(cfg, len(images))
+    budget_s = tc.max_minutes * 60 if tc.max_minutes else math.inf
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    def save_checkpoint(step: int, epoch: int, name: str) -> None:
+    def save_checkpoint(step: int, epoch: int, keep: bool) -> None:
+        """Writes last.pt (and, when ``keep``, a step_<n>.pt that stays)."""
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -91,7 +93,9 @@ def train(
             "config": config,
             "torch_rng": torch.get_rng_state(),
         }
-        checkpoint.save(state, ckpt_dir / name)
+        if keep:
+            checkpoint.save(state, ckpt_dir / f"step_{step:07d}.pt")
+        tracker.log_checkpoint(checkpoint.save(state, ckpt_dir / "last.pt"), step)
 
     def sample_grid(step: int, record: list[int] | None = None) -> dict[int, torch.Tensor]:
         samples, trajectory = generate(model, sampler, tc.num_samples, tc.seed, device, record)
@@ -124,8 +128,9 @@ def train(
         images_seen += len(idx)
         train_time += took
         bar.update(1)
+        last = step == steps or train_time >= budget_s
 
-        if step % tc.log_every == 0 or step == steps:
+        if step % tc.log_every == 0 or last:
             row = {
                 "epoch": epoch,
                 "loss": window_loss / window_images,
@@ -137,14 +142,16 @@ def train(
             history.append((step, row["loss"]))
             bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
             window_loss, window_images, window_time = 0.0, 0, 0.0
-        if tc.sample_every and step % tc.sample_every == 0 and step != steps:
+        if last:
+            break
+        if tc.sample_every and step % tc.sample_every == 0:
             sample_grid(step)
-        if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step != steps:
-            save_checkpoint(step, epoch, f"step_{step:07d}.pt")
-            save_checkpoint(step, epoch, "last.pt")
+        if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+            save_checkpoint(step, epoch, keep=True)
     bar.close()
+    steps = step  # fewer than planned when the time budget ran out
 
-    save_checkpoint(steps, epoch, "last.pt")
+    save_checkpoint(steps, epoch, keep=False)
     trajectory = sample_grid(steps, record=viz.progress_steps(len(schedule)))
     strip = viz.save_progress(trajectory, sample_dir / "progress.png")
     tracker.log_image("samples/progress", strip, steps)

@@ -29,7 +29,10 @@ TINY = [
     "trainer.device=cpu",
     f"dataset.root={DATA_ROOT}",
     "dataset.download=false",
+    "logger=none",
 ]
+# The same with an offline W&B run (what the tracking tests read back).
+TINY_WANDB = [*TINY[:-1], "logger=wandb", "logger.mode=offline"]
 
 
 @pytest.fixture

@@ -1,0 +1,32 @@
+"""Hydra callbacks: sweep bookkeeping that belongs to no single job."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("ddpm")
+
+
+class ReportFailures(Callback):
+    """Names each failed job as it ends and leaves ``FAILED`` (the error) in its run dir.
+
+    Hydra's basic launcher runs every job of a sweep and then raises the first failure, so
+    the sweep exits non-zero; this makes every failure visible, also to ``ddpm.compare``.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status != JobStatus.FAILED:
+            return
+        err = job_return._return_value  # the exception (return_value would raise it)
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        overrides = " ".join(job_return.overrides or [])
+        log.error("job #%s (%s) failed: %s", config.hydra.job.num, overrides, message)
+        run_dir = Path(config.hydra.runtime.output_dir)
+        if run_dir.is_dir():
+            (run_dir / "FAILED").write_text(message + "\n")
