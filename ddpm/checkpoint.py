@@ -7,10 +7,12 @@ values, so they load with ``weights_only=True`` and can never run code.
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ddpm.errors import UserError
@@ -50,4 +52,75 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise UserError(
             f"checkpoint {str(path)!r} is not a readable ddpm checkpoint "
             f"({type(err).__name__}: {detail})"
+        ) from None
+
+
+# --- what resume needs ---------------------------------------------------------------------
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every random stream training draws from, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gauss": float(np_state[4]),
+        },
+        "python": _to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gauss"],
+        )
+    )
+    random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(value: Any) -> Any:
+    return [_to_lists(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+def _to_tuples(value: Any) -> Any:
+    return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def resume_path(resume: str | None, run_dir: Path) -> Path | None:
+    """``trainer.resume``: ``auto`` = the run dir's own last.pt if present; a path = that file;
+    null/``never`` = start fresh."""
+    if resume in (None, "never", False):
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise UserError(f"trainer.resume={str(resume)!r}: no such checkpoint file")
+    return path
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, Any], path: str | Path) -> None:
+    """``load_state_dict`` that names the file when the shapes or keys do not fit."""
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(
+            f"checkpoint {str(path)!r} does not fit this model (another architecture?): {first}"
         ) from None

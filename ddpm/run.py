@@ -18,9 +18,10 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.config import validate
+from ddpm import checkpoint
+from ddpm.config import check_command_line, validate
 from ddpm.errors import UserError
-from ddpm.train import train
+from ddpm.train import Interrupted, train
 
 log = logging.getLogger("ddpm")
 
@@ -40,9 +41,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     validate(cfg)
     torch.manual_seed(cfg.trainer.seed)  # before building: initial weights depend on it
     config = OmegaConf.to_container(cfg, resolve=True)
+    start_path = checkpoint.resume_path(cfg.trainer.resume, run_dir)
+    start = checkpoint.load(start_path) if start_path else None
+    resumed = {}
+    if start is not None:
+        start["path"] = str(start_path)
+        resumed = {"resume_step": start["step"], "resume_id": start.get("wandb_run_id")}
     make_tracker = build(cfg.logger, _partial_=True)  # kwargs below stay plain data
     # Opened before anything can fail, so a failing job still leaves a finished, failed run.
-    with make_tracker(run_dir=run_dir, run_config=config) as tracker:
+    with make_tracker(run_dir=run_dir, run_config=config, **resumed) as tracker:
         data = build(cfg.dataset)
         model = build(cfg.model)
         expected = (model.in_channels, model.image_size, model.image_size)
@@ -56,7 +63,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         sampler = build(cfg.sampler, schedule=schedule)
         n_params = sum(p.numel() for p in model.parameters())
         log.info("model: %s parameters; run dir %s", f"{n_params:,}", run_dir)
-        return train(cfg, model, schedule, optimizer, sampler, data, tracker, run_dir)
+        return train(cfg, model, schedule, optimizer, sampler, data, tracker, run_dir, start)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -68,8 +75,20 @@ def main(cfg: DictConfig) -> float:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweep reports it after the other jobs have run
         sys.exit(f"error: {err}")
+    except Interrupted as err:
+        log.warning("stopped by %s; continue with the same command (trainer.resume=auto)", err)
+        sys.exit(err.exit_code)
     return float(summary["final_loss"])
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console entry: unknown group options are refused in one line before Hydra runs."""
+    try:
+        check_command_line(sys.argv[1:])
+    except UserError as err:
+        sys.exit(f"error: {err}")
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -28,11 +28,30 @@ TAGGED_GROUPS = ("model", "schedule", "sampler", "optimizer")
 class Tracker:
     """Local files only: ``metrics.jsonl`` and ``summary.json``."""
 
-    def __init__(self, run_dir: str | Path, run_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        run_config: dict[str, Any] | None = None,
+        resume_step: int | None = None,
+        resume_id: str | None = None,
+    ) -> None:
+        """``resume_step``: continuing from a checkpoint at that step, so rows logged after it
+        by the interrupted process are dropped (they will be logged again, identically)."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_config = run_config or {}
-        self._metrics = (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+        path = self.run_dir / "metrics.jsonl"
+        if resume_step is not None and path.is_file():
+            kept = [r for r in read_metrics(self.run_dir) if r["step"] <= resume_step]
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, path)
+        self._metrics = path.open("a", encoding="utf-8")
+
+    @property
+    def run_id(self) -> str | None:
+        """The experiment tracker's id for this run (kept in checkpoints to resume it)."""
+        return None
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self._metrics.write(json.dumps({"step": step, **metrics}) + "\n")
@@ -56,7 +75,7 @@ class Tracker:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.finish(exit_code=0 if exc_type is None else 1)
+        self.finish(exit_code=0 if exc is None else getattr(exc, "exit_code", 1))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -143,8 +162,10 @@ class WandbTracker(Tracker):
         mode: str = "auto",
         log_checkpoints: bool = False,
         init_timeout_s: float = 30.0,
+        resume_step: int | None = None,
+        resume_id: str | None = None,
     ) -> None:
-        super().__init__(run_dir, run_config)
+        super().__init__(run_dir, run_config, resume_step)
         if mode not in WANDB_MODES:
             raise UserError(f"logger.mode={mode!r}: allowed {', '.join(WANDB_MODES)}")
         import wandb
@@ -169,6 +190,8 @@ class WandbTracker(Tracker):
             config=self.run_config,
             dir=str(self.run_dir),
             reinit="finish_previous",  # jobs in one process never share a run
+            id=resume_id,
+            resume="allow" if resume_id else None,
             settings=wandb.Settings(silent=True, init_timeout=init_timeout_s),
         )
         try:
@@ -236,6 +259,10 @@ class WandbTracker(Tracker):
             log.info(
                 "W&B offline run saved; upload it later with: wandb sync %s", self.run_dir_wandb
             )
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id
 
     @property
     def run_dir_wandb(self) -> Path:

@@ -8,8 +8,13 @@ loss curve, summary.
 
 from __future__ import annotations
 
+import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +27,12 @@ from ddpm import checkpoint, viz
 from ddpm.data import ImageDataset, batch_stream
 from ddpm.diffusion.objective import diffusion_loss
 from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.errors import UserError
+from ddpm.runs import pick_device
 from ddpm.samplers.base import Sampler
 from ddpm.tracking import Tracker
 
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+log = logging.getLogger("ddpm")
 
 
 def total_steps(cfg: DictConfig, num_items: int) -> int:
@@ -62,6 +64,62 @@ def generate(
         model.train(was_training)
 
 
+class QualityProbe:
+    """FID and friends of ``trainer.eval_samples`` fresh samples, for ``trainer.eval_every``.
+
+    Uses the project's MNIST evaluator (built into its cache on first use) and the run's own
+    sampler; its sampling and metric randomness never touch the training RNG streams.
+    """
+
+    KEYS = ("fid", "kid", "precision", "recall", "class_entropy_norm", "confident_share")
+
+    def __init__(self, cfg: DictConfig, model: nn.Module, sampler: Sampler, device: torch.device):
+        from ddpm.evaluate.cache import load_evaluator
+
+        self.model, self.sampler, self.device = model, sampler, device
+        self.num, self.seed = cfg.trainer.eval_samples, cfg.trainer.seed
+        self.evaluator, self.reference = load_evaluator(
+            None, device, data_root=cfg.dataset.get("root")
+        )
+
+    def measure(self) -> dict[str, float]:
+        from ddpm.evaluate.command import sample_images
+        from ddpm.evaluate.metrics import evaluate_images
+
+        images = sample_images(self.model, self.sampler, self.num, 500, self.seed + 1, self.device)
+        metrics = evaluate_images(images, self.evaluator, self.reference, seed=self.seed)
+        return {k: float(metrics[k]) for k in self.KEYS}
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; the run saved a checkpoint at a step boundary and stops."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at step {step}: checkpoint saved")
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite: training stops before the weights are touched."""
+
+
+@contextmanager
+def stop_requests() -> Iterator[list[int]]:
+    """Collects SIGINT/SIGTERM into a list the loop checks between steps."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def train(
     cfg: DictConfig,
     model: nn.Module,
@@ -71,10 +129,15 @@ def train(
     data: ImageDataset,
     tracker: Tracker,
     run_dir: Path,
+    start: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Trains ``model`` and writes checkpoints, pictures and metrics under ``run_dir``."""
+    """Trains ``model`` and writes checkpoints, pictures and metrics under ``run_dir``.
+
+    ``start`` is a checkpoint to continue from: weights, optimizer, RNG streams, the position
+    in the data order and the loss history, so the continuation is the run it interrupted.
+    """
     tc = cfg.trainer
-    device = resolve_device(tc.device)
+    device = pick_device(tc.device)
     model.to(device).train()
     schedule.to(device)
     images = data.images.to(device)
@@ -83,19 +146,41 @@ def train(
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    def save_checkpoint(step: int, epoch: int, keep: bool) -> None:
-        """Writes last.pt (and, when ``keep``, a step_<n>.pt that stays)."""
+    # Everything that changes as training goes: the checkpoint holds exactly this.
+    progress: dict[str, Any] = {
+        "step": 0,
+        "epoch": 0,
+        "images_seen": 0,
+        "train_time_s": 0.0,
+        "history": [],
+        "window": {"loss": 0.0, "images": 0, "time": 0.0},
+    }
+    if start is not None:
+        checkpoint.load_weights(model, start["model"], start.get("path", "checkpoint"))
+        optimizer.load_state_dict(start["optimizer"])
+        progress.update(start["progress"])
+        checkpoint.restore_rng(start["rng"])
+        log.info("resumed at step %d (epoch %d)", progress["step"], progress["epoch"])
+
+    def save_checkpoint(keep: bool) -> None:
+        """Writes last.pt (and, when ``keep``, a step_<n>.pt; only the newest keep_last stay)."""
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "step": step,
-            "epoch": epoch,
+            "progress": progress,
+            "rng": checkpoint.capture_rng(),
             "config": config,
-            "torch_rng": torch.get_rng_state(),
+            "wandb_run_id": tracker.run_id,
+            "step": progress["step"],
         }
         if keep:
-            checkpoint.save(state, ckpt_dir / f"step_{step:07d}.pt")
-        tracker.log_checkpoint(checkpoint.save(state, ckpt_dir / "last.pt"), step)
+            checkpoint.save(state, ckpt_dir / f"step_{progress['step']:07d}.pt")
+            if tc.keep_last:
+                for old in sorted(ckpt_dir.glob("step_*.pt"))[: -tc.keep_last]:
+                    old.unlink()
+        path = checkpoint.save(state, ckpt_dir / "last.pt")
+        log.info("checkpoint at step %d: %s", progress["step"], path)
+        tracker.log_checkpoint(path, progress["step"])
 
     def sample_grid(step: int, record: list[int] | None = None) -> dict[int, torch.Tensor]:
         samples, trajectory = generate(model, sampler, tc.num_samples, tc.seed, device, record)
@@ -103,68 +188,89 @@ def train(
         tracker.log_image("samples/grid", path, step, caption=f"step {step}")
         return trajectory
 
-    history: list[tuple[int, float]] = []
-    window_loss, window_images, window_time = 0.0, 0, 0.0
-    images_seen, train_time, wall_start = 0, 0.0, time.perf_counter()
-    stream = batch_stream(len(images), tc.batch_size, tc.seed)
-    bar = tqdm(total=steps, desc="train", dynamic_ncols=True)
-    epoch, loss_value = 0, float("nan")
-    for step in range(1, steps + 1):
-        step_start = time.perf_counter()
-        epoch, idx = next(stream)
-        x0 = images[idx.to(device)]
+    quality = QualityProbe(cfg, model, sampler, device) if tc.eval_every else None
 
-        loss = diffusion_loss(model, schedule, x0, tc.loss_weighting)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        loss_value = loss.item()  # also waits for the device, so the timing below is real
+    def evaluate(step: int) -> dict[str, float]:
+        metrics = quality.measure()
+        tracker.log(metrics, step)
+        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        return metrics
 
-        took = time.perf_counter() - step_start
-        window_loss += loss_value * len(idx)
-        window_images += len(idx)
-        window_time += took
-        images_seen += len(idx)
-        train_time += took
-        bar.update(1)
-        last = step == steps or train_time >= budget_s
+    window, wall_start = progress["window"], time.perf_counter()
+    stream = batch_stream(len(images), tc.batch_size, tc.seed, start_step=progress["step"])
+    bar = tqdm(total=steps, initial=progress["step"], desc="train", dynamic_ncols=True)
+    with stop_requests() as stop:
+        for step in range(progress["step"] + 1, steps + 1):
+            step_start = time.perf_counter()
+            epoch, idx = next(stream)
+            x0 = images[idx.to(device)]
 
-        if step % tc.log_every == 0 or last:
-            row = {
-                "epoch": epoch,
-                "loss": window_loss / window_images,
-                "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": float(grad_norm),
-                "images_per_s": window_images / window_time,
-            }
-            tracker.log(row, step)
-            history.append((step, row["loss"]))
-            bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
-            window_loss, window_images, window_time = 0.0, 0, 0.0
-        if last:
-            break
-        if tc.sample_every and step % tc.sample_every == 0:
-            sample_grid(step)
-        if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-            save_checkpoint(step, epoch, keep=True)
+            loss = diffusion_loss(model, schedule, x0, tc.loss_weighting)
+            loss_value = loss.item()  # waits for the device, so the timing below is real
+            if not math.isfinite(loss_value):
+                raise NonFiniteLoss(
+                    f"loss is {loss_value} at step {step}: training stopped, weights untouched; "
+                    f"the last good checkpoint is {ckpt_dir / 'last.pt'} (try a lower "
+                    f"optimizer.lr={cfg.optimizer.lr} or trainer.grad_clip={tc.grad_clip})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+
+            took = time.perf_counter() - step_start
+            progress.update(step=step, epoch=epoch)
+            progress["images_seen"] += len(idx)
+            progress["train_time_s"] += took
+            window["loss"] += loss_value * len(idx)
+            window["images"] += len(idx)
+            window["time"] += took
+            bar.update(1)
+            last = step == steps or progress["train_time_s"] >= budget_s
+
+            if step % tc.log_every == 0 or last:
+                row = {
+                    "epoch": epoch,
+                    "loss": window["loss"] / window["images"],
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "grad_norm": float(grad_norm),
+                    "images_per_s": window["images"] / window["time"],
+                }
+                tracker.log(row, step)
+                progress["history"].append([step, row["loss"]])
+                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
+                window.update(loss=0.0, images=0, time=0.0)
+            if last:
+                break
+            if stop:
+                save_checkpoint(keep=False)
+                raise Interrupted(stop[0], step)
+            if tc.sample_every and step % tc.sample_every == 0:
+                sample_grid(step)
+            if tc.eval_every and step % tc.eval_every == 0:
+                evaluate(step)
+            if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                save_checkpoint(keep=True)
     bar.close()
-    steps = step  # fewer than planned when the time budget ran out
 
-    save_checkpoint(steps, epoch, keep=False)
+    steps = progress["step"]  # fewer than planned when the time budget ran out
+    save_checkpoint(keep=False)
     trajectory = sample_grid(steps, record=viz.progress_steps(len(schedule)))
     strip = viz.save_progress(trajectory, sample_dir / "progress.png")
     tracker.log_image("samples/progress", strip, steps)
+    history = progress["history"]
     viz.plot_loss([s for s, _ in history], [v for _, v in history], run_dir / "loss.png")
 
     summary = {
-        "final_loss": history[-1][1] if history else loss_value,
+        "final_loss": history[-1][1] if history else float("nan"),
         "steps": steps,
-        "epochs": epoch + 1,
+        "epochs": progress["epoch"] + 1,
         "wall_time_s": time.perf_counter() - wall_start,
-        "train_time_s": train_time,
-        "images_per_s": images_seen / train_time,
+        "train_time_s": progress["train_time_s"],
+        "images_per_s": progress["images_seen"] / max(progress["train_time_s"], 1e-9),
         "num_parameters": sum(p.numel() for p in model.parameters()),
     }
+    if quality is not None:
+        summary.update(evaluate(steps))
     tracker.summary(summary)
     return summary

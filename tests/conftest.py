@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -67,3 +69,37 @@ class GaussianOracle(torch.nn.Module):
         x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
         out = {"eps": eps, "x0": x0, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}
         return out[self.prediction].to(x_t.dtype)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished TINY training run (T=20, 4 steps) for the commands that read runs back."""
+    if not HAVE_MNIST:
+        pytest.skip(f"no MNIST under {DATA_ROOT}")
+    from ddpm.run import run
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*TINY, "logger=none"])
+    GlobalHydra.instance().clear()
+    run(cfg, run_dir)
+    return run_dir
+
+
+def run_module(module: str, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m <module> overrides...`` from the repo root, as a user types it.
+
+    One intra-op thread: the tiny models gain nothing from more, and a busy CPU makes
+    spinning threads very slow.
+    """
+    env = {**os.environ, "DDPM_DATA_ROOT": str(DATA_ROOT), "HYDRA_FULL_ERROR": "0"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

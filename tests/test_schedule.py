@@ -3,8 +3,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from ddpm.diffusion.schedule import NoiseSchedule, cosine, linear
+from ddpm.diffusion.schedule import NoiseSchedule, cosine, linear, sigmoid
+from ddpm.errors import UserError
 
 
 def test_linear_matches_its_closed_form():
@@ -77,3 +79,76 @@ def test_from_betas_and_alpha_bar_agree():
     sch = NoiseSchedule.from_betas(betas)
     assert sch.alpha_bar.tolist() == pytest.approx([0.9, 0.72, 0.504])
     assert sch.betas.tolist() == pytest.approx([0.1, 0.2, 0.3])
+
+
+def _sigmoid_alpha_bar(u: float, start: float, end: float, tau: float) -> float:
+    """The continuous sigmoid schedule (Jabri et al. 2022; Chen 2023), written out."""
+
+    def sig(z: float) -> float:
+        return 1 / (1 + math.exp(-z))
+
+    hi, lo = sig(end / tau), sig(start / tau)
+    return (hi - sig((start + u * (end - start)) / tau)) / (hi - lo)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "tau"), [(-3.0, 3.0, 1.0), (-3.0, 3.0, 2.0), (0.0, 3.0, 0.7)]
+)
+def test_sigmoid_matches_its_closed_form(start, end, tau):
+    T = 1000
+    sch = sigmoid(T, start=start, end=end, tau=tau)
+    for t in [0, 1, 10, 250, 499, 750, 990, 997]:
+        expected = _sigmoid_alpha_bar((t + 1) / T, start, end, tau)
+        assert sch.alpha_bar[t].item() == pytest.approx(expected, rel=1e-5), t
+    assert sch.betas[-1].item() == pytest.approx(0.999)  # alpha_bar(1) = 0: the beta is clipped
+    assert (sch.betas[:-1] < 0.999).all() and (sch.betas > 0).all()
+
+
+def test_sigmoid_defaults_are_symmetric_about_the_middle():
+    sch = sigmoid(1000)
+    assert sch.alpha_bar[499].item() == pytest.approx(0.5, abs=1e-7)  # u = 1/2: S(0) = 1/2
+    # Symmetric sigmoid: alpha_bar(u) + alpha_bar(1 - u) = 1 away from the clipped end.
+    for t in [9, 99, 299]:
+        pair = sch.alpha_bar[t].item() + sch.alpha_bar[998 - t].item()
+        assert pair == pytest.approx(1.0, abs=1e-6)
+    assert 1 - sch.alpha_bar[0].item() == pytest.approx(3.0028e-4, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"start": 3.0, "end": -3.0}, r"^schedule.start=3.0: must be less than schedule.end=-3.0$"),
+        ({"tau": 0.0}, r"^schedule.tau=0.0: a number > 0$"),
+        ({"max_beta": 1.5}, r"^schedule.max_beta=1.5: a number in \(0, 1\)$"),
+    ],
+)
+def test_bad_sigmoid_knobs_are_user_errors(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        sigmoid(100, **kwargs)
+
+
+@pytest.mark.parametrize("make", [linear, cosine, sigmoid])
+def test_half_log_snr_is_dpm_solvers_lambda(make):
+    sch = make(1000)
+    ab = sch._alpha_bar64
+    lam = 0.5 * torch.log(ab / (1 - ab))
+    torch.testing.assert_close(sch.half_log_snr, lam.float())
+    assert (sch.half_log_snr[1:] < sch.half_log_snr[:-1]).all()  # noisier, lower lambda
+    kept = [0, 10, 500, 999]
+    assert torch.equal(sch.respace(kept).half_log_snr, sch.half_log_snr[kept])
+
+
+@pytest.mark.parametrize("option", ["linear", "cosine", "sigmoid"])
+def test_every_schedule_option_exposes_the_same_tables(make_cfg, option):
+    cfg = make_cfg(f"schedule={option}", "schedule.timesteps=200")
+    sch = instantiate(cfg.schedule)
+    reference = linear(200)
+    tables = {k for k, v in vars(reference).items() if isinstance(v, torch.Tensor)}
+    assert {k for k, v in vars(sch).items() if isinstance(v, torch.Tensor)} == tables
+    for name in tables - {"_alpha_bar64"}:
+        assert getattr(sch, name).shape == (200,) and getattr(sch, name).dtype in (
+            torch.float32,
+            torch.long,
+        ), name
+    ab = sch.alpha_bar
+    assert (ab[1:] < ab[:-1]).all() and 0 < ab[-1] < ab[0] < 1

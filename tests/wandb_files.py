@@ -91,5 +91,13 @@ def read_run(folder: Path) -> WandbRun:
 
 
 def read_runs(run_dir: Path) -> list[WandbRun]:
-    """Every W&B run a job left under ``<run_dir>/wandb``."""
-    return [read_run(d) for d in sorted((Path(run_dir) / "wandb").glob("*run-*")) if d.is_dir()]
+    """Every W&B run a job left under ``<run_dir>/wandb``.
+
+    Runs of this process are written by its W&B service, which may still hold the last records
+    after ``finish()``; tearing it down first flushes them (a later run starts a new one).
+    """
+    import wandb
+
+    wandb.teardown()
+    folders = sorted((Path(run_dir) / "wandb").glob("*run-*"))
+    return [read_run(d) for d in folders if d.is_dir() and not d.is_symlink()]  # not latest-run

@@ -14,11 +14,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ddpm.errors import UserError
+
 
 class NoiseSchedule:
     """The tables of a discrete DDPM forward process with ``T`` steps, indexed by t in [0, T).
 
     Built from ``alpha_bar`` (the cumulative signal fraction); ``alpha_bar_prev[0] = 1``.
+    Every schedule function below returns one of these, so samplers never see which it was.
     """
 
     def __init__(self, alpha_bar: Tensor, timesteps: Sequence[int] | None = None) -> None:
@@ -48,6 +51,8 @@ class NoiseSchedule:
         self.posterior_mean_coef1 = f32(ab_prev.sqrt() * betas / (1.0 - ab))
         self.posterior_mean_coef2 = f32((1.0 - betas).sqrt() * (1.0 - ab_prev) / (1.0 - ab))
         self.snr = f32(ab / (1.0 - ab))
+        # DPM-Solver's lambda_t = log(alpha_t / sigma_t), half the log-SNR; +inf where ab = 1.
+        self.half_log_snr = f32(0.5 * (ab.log() - (-ab).log1p()))
 
     @classmethod
     def from_betas(cls, betas: Tensor) -> NoiseSchedule:
@@ -101,5 +106,31 @@ def cosine(timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> 
     """Nichol & Dhariwal 2021: alpha_bar(t) = cos^2(((t/T + s)/(1 + s)) pi/2), betas clipped."""
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+    return NoiseSchedule.from_betas(betas)
+
+
+def sigmoid(
+    timesteps: int = 1000,
+    start: float = -3.0,
+    end: float = 3.0,
+    tau: float = 1.0,
+    max_beta: float = 0.999,
+) -> NoiseSchedule:
+    """Jabri et al. 2022 / Chen 2023: alpha_bar follows a falling sigmoid over u = t/T in [0, 1].
+
+    alpha_bar(u) = (S(end/tau) - S((start + u (end - start))/tau)) / (S(end/tau) - S(start/tau))
+    with S the logistic function, so alpha_bar(0) = 1 and alpha_bar(1) = 0; betas are clipped at
+    ``max_beta`` like the cosine schedule's. ``tau`` > 1 flattens the curve (more mid-noise steps).
+    """
+    if not start < end:
+        raise UserError(f"schedule.start={start!r}: must be less than schedule.end={end!r}")
+    if not tau > 0:
+        raise UserError(f"schedule.tau={tau!r}: a number > 0")
+    if not 0 < max_beta < 1:
+        raise UserError(f"schedule.max_beta={max_beta!r}: a number in (0, 1)")
+    u = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    lo, hi = (torch.sigmoid(torch.tensor(v / tau, dtype=torch.float64)) for v in (start, end))
+    f = (hi - torch.sigmoid((start + u * (end - start)) / tau)) / (hi - lo)
     betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
     return NoiseSchedule.from_betas(betas)

@@ -2,11 +2,14 @@
 
 A sampler reads the schedule's tables (respaced to its own timesteps when it skips steps) and
 never re-derives them. ``step`` maps (x0 estimate, x_t, row i of the table) to the next state;
-``sample`` runs the network and the steps from pure noise to an image.
+``sample`` runs the network and the steps from pure noise to an image. ``starting_at(t)``
+gives the same sampler on a plan that begins at timestep t instead of T-1, for starting the
+reverse process from a partly noised image (``ddpm.denoise``).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -39,11 +42,34 @@ class Sampler:
     def __init__(
         self, schedule: NoiseSchedule, steps: int | None = None, clip_x0: bool = True
     ) -> None:
+        self.schedule = schedule
         self.steps = steps
         self.clip_x0 = clip_x0
-        kept = spaced_timesteps(len(schedule), steps)
-        # Row i of ``table`` is original timestep kept[i]; a full plan keeps the original table.
-        self.table = schedule if len(kept) == len(schedule) else schedule.respace(kept)
+        self.table = self._plan(len(schedule) - 1)
+
+    def _plan(self, start_t: int) -> NoiseSchedule:
+        """The table for timesteps 0..start_t spaced to ``steps`` rows.
+
+        Row i of the result is original timestep ``kept[i]``; a full plan keeps the original
+        table (so ``steps=T`` and ``steps=None`` are the same sampler, bit for bit).
+        """
+        kept = spaced_timesteps(start_t + 1, self.steps)
+        if len(kept) == len(self.schedule):
+            return self.schedule
+        return self.schedule.respace(kept)
+
+    def starting_at(self, t: int) -> Sampler:
+        """This sampler on a plan from timestep ``t`` down to 0, spread over ``steps`` rows.
+
+        The plan is ``spaced_timesteps(t + 1, steps)`` of the same schedule, so its first row is
+        exactly timestep ``t``: pass ``x_T`` distributed like x_t to :meth:`sample`.
+        """
+        if not 0 <= t < len(self.schedule):
+            raise ValueError(f"start timestep {t}: allowed 0..{len(self.schedule) - 1}")
+        other = copy.copy(self)
+        other.table = self._plan(t)
+        other.reset()
+        return other
 
     @property
     def timesteps(self) -> list[int]:
@@ -52,6 +78,7 @@ class Sampler:
 
     def to(self, device: torch.device | str) -> Sampler:
         self.table.to(device)
+        self.schedule.to(device)
         return self
 
     def reset(self) -> None:
@@ -79,7 +106,8 @@ class Sampler:
         record: Sequence[int] = (),
         progress: bool = False,
     ) -> tuple[Tensor, dict[int, Tensor]]:
-        """Images from noise, and the first image's state after each step in ``record``.
+        """Images from noise (or from ``x_T`` at the plan's first timestep), and the first
+        image's state after each step in ``record``.
 
         ``record`` holds original timesteps; each is matched to the nearest visited one.
         """

@@ -1,0 +1,1 @@
+"""Offline sample-quality metrics (FID, KID, precision/recall, class coverage) on MNIST."""

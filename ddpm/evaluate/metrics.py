@@ -1,0 +1,214 @@
+"""Sample-quality metrics on the evaluator's penultimate features, against MNIST test.
+
+- ``fid``: Frechet distance between Gaussians fitted to the features (torchmetrics' FID,
+  fed precomputed features; the reference side is the cached MNIST-test mean/covariance).
+- ``kid``, ``kid_std``: kernel (cubic polynomial) MMD^2 over random subsets (torchmetrics' KID),
+  subset size min(1000, samples, reference).
+- ``precision``, ``recall``: k-NN manifolds (Kynkaanniemi et al. 2019, k=3) against a random
+  reference subset of the samples' size (the method compares equal-size sets).
+- ``class_entropy`` (nats; ``class_entropy_norm`` divides by log 10), ``confident_share``
+  (max softmax >= 0.9) and ``class_share_<c>``: how the evaluator classifies the samples.
+
+Features are computed once per image and shared by every metric.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+K_NEIGHBOURS = 3
+CONFIDENT = 0.9
+
+
+@dataclass
+class Reference:
+    """Real-data features: float64 mean and covariance (FID) and the features (KID, P/R)."""
+
+    mean: Tensor
+    cov: Tensor
+    features: Tensor
+    count: int
+
+    @classmethod
+    def from_features(cls, features: Tensor) -> Reference:
+        f = features.detach().cpu().to(torch.float64)
+        return cls(mean=f.mean(0), cov=torch.cov(f.T), features=f.float(), count=len(f))
+
+
+class _Given(nn.Module):
+    """A torchmetrics "feature extractor" that returns its input: features arrive precomputed."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+@torch.no_grad()
+def extract(evaluator: nn.Module, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+    """(features, logits) of ``images`` (clamped to [-1, 1]) as float32 CPU tensors."""
+    device = next(evaluator.parameters()).device
+    was_training = evaluator.training
+    evaluator.eval()
+    feats, logits = [], []
+    try:
+        for chunk in images.detach().split(batch_size):
+            f, z = evaluator.features_and_logits(chunk.to(device, torch.float32).clamp(-1, 1))
+            feats.append(f.float().cpu())
+            logits.append(z.float().cpu())
+    finally:
+        evaluator.train(was_training)
+    return torch.cat(feats), torch.cat(logits)
+
+
+def compute_reference(evaluator: nn.Module, images: Tensor, batch_size: int = 1000) -> Reference:
+    """The reference statistics of real ``images`` under ``evaluator``."""
+    return Reference.from_features(extract(evaluator, images, batch_size)[0])
+
+
+def frechet_distance(features: Tensor, reference: Reference) -> float:
+    """FID of ``features`` (N, D) against the reference's mean and covariance."""
+    metric = FrechetInceptionDistance(feature=_Given(features.shape[1]), reset_real_features=False)
+    n, mean = reference.count, reference.mean.to(torch.float64)
+    # the metric keeps sums; these give back exactly the reference's mean and covariance
+    metric.real_features_sum = mean * n
+    metric.real_features_cov_sum = reference.cov.to(torch.float64) * (n - 1) + n * mean.outer(mean)
+    metric.real_features_num_samples = torch.tensor(n)
+    metric.update(features.to(torch.float64), real=False)
+    return float(metric.compute())
+
+
+def kernel_distance(
+    features: Tensor,
+    reference: Reference,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID (mean, std over ``subsets`` random subsets); seeded, global RNG left untouched."""
+    size = min(subset_size, len(features), len(reference.features))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        metric = KernelInceptionDistance(
+            feature=_Given(features.shape[1]),
+            subsets=subsets,
+            subset_size=size,
+            reset_real_features=False,
+        )
+    metric.update(reference.features.to(torch.float64), real=True)
+    metric.update(features.to(torch.float64), real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def _kth_radii(x: Tensor, k: int, chunk: int = 2048) -> Tensor:
+    """Distance from each row of ``x`` to its k-th nearest other row."""
+    return torch.cat([torch.cdist(c, x).kthvalue(k + 1, dim=1).values for c in x.split(chunk)])
+
+
+def _inside(points: Tensor, centers: Tensor, radii: Tensor, chunk: int = 2048) -> Tensor:
+    """Whether each point lies in at least one ball (center, radius)."""
+    return torch.cat([(torch.cdist(c, centers) <= radii).any(1) for c in points.split(chunk)])
+
+
+def precision_recall(
+    features: Tensor, real: Tensor, k: int = K_NEIGHBOURS, seed: int = 0
+) -> tuple[float, float]:
+    """Improved precision and recall; ``real`` is subsampled to the samples' count if larger."""
+    fake, real = features.to(torch.float64), real.to(torch.float64)
+    if len(real) > len(fake):
+        gen = torch.Generator().manual_seed(seed)
+        real = real[torch.randperm(len(real), generator=gen)[: len(fake)]]
+    if min(len(fake), len(real)) <= k:
+        raise ValueError(f"precision/recall need more than k={k} samples on each side")
+    precision = _inside(fake, real, _kth_radii(real, k)).double().mean()
+    recall = _inside(real, fake, _kth_radii(fake, k)).double().mean()
+    return float(precision), float(recall)
+
+
+def class_coverage(logits: Tensor, confident: float = CONFIDENT) -> dict[str, float]:
+    """How the samples spread over the classes, and how sure the evaluator is about them."""
+    probs = logits.to(torch.float64).softmax(1)
+    conf, pred = probs.max(1)
+    classes = logits.shape[1]
+    hist = torch.bincount(pred, minlength=classes).to(torch.float64) / len(pred)
+    used = hist[hist > 0]
+    entropy = float(-(used * used.log()).sum()) + 0.0  # never -0.0
+    out = {
+        "class_entropy": entropy,
+        "class_entropy_norm": entropy / math.log(classes),
+        "confident_share": float((conf >= confident).to(torch.float64).mean()),
+    }
+    out.update({f"class_share_{c}": float(hist[c]) for c in range(classes)})
+    return out
+
+
+def evaluate_features(
+    features: Tensor,
+    logits: Tensor,
+    reference: Reference,
+    *,
+    k: int = K_NEIGHBOURS,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Every metric from precomputed evaluator outputs (see :func:`evaluate_images`)."""
+    kid, kid_std = kernel_distance(features, reference, kid_subsets, kid_subset_size, seed)
+    precision, recall = precision_recall(features, reference.features, k, seed)
+    return {
+        "fid": frechet_distance(features, reference),
+        "kid": kid,
+        "kid_std": kid_std,
+        "precision": precision,
+        "recall": recall,
+        **class_coverage(logits),
+    }
+
+
+def evaluate_images(
+    images: Tensor,
+    evaluator: nn.Module | None = None,
+    reference: Reference | None = None,
+    *,
+    batch_size: int = 1000,
+    k: int = K_NEIGHBOURS,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """FID, KID, precision/recall and class coverage of ``images`` (N, 1, 28, 28) in [-1, 1].
+
+    ``evaluator``/``reference`` default to the cached MNIST evaluator and its MNIST-test
+    reference (:func:`ddpm.evaluate.cache.load_evaluator`, built on first use). Images are
+    clamped to [-1, 1]. Deterministic for a given ``seed`` (KID subsets, P/R subsample).
+    """
+    if images.dim() != 4 or len(images) <= k:
+        raise ValueError(f"images: expected (N, C, H, W) with N > {k}, got {tuple(images.shape)}")
+    if (evaluator is None) != (reference is None):
+        raise ValueError("evaluator and reference: pass both (a matching pair) or neither")
+    if evaluator is None or reference is None:
+        from ddpm.evaluate.cache import load_evaluator
+
+        evaluator, reference = load_evaluator()
+    features, logits = extract(evaluator, images, batch_size)
+    return evaluate_features(
+        features,
+        logits,
+        reference,
+        k=k,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+    )

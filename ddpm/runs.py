@@ -1,0 +1,94 @@
+"""Rebuild a trained run from its folder: config, network weights and noise schedule.
+
+Every command that reads a finished run (``ddpm.sample``, ``ddpm.denoise``, later evaluation)
+goes through :func:`load_trained`, so "what a run is" is defined once: the resolved config
+saved inside its checkpoint, not whatever ``conf/`` says today.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ddpm import checkpoint as ckpt
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.errors import UserError
+
+
+def checkpoint_path(run_dir: str | Path | None, checkpoint: str | Path | None = None) -> Path:
+    """``checkpoint`` when given, else ``<run_dir>/checkpoints/last.pt``; UserError if absent."""
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise UserError(f"checkpoint={str(path)!r}: no such file")
+        return path
+    if run_dir is None:
+        raise UserError("run_dir: required, the folder of a training run (run_dir=outputs/...)")
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise UserError(f"run_dir={str(run)!r}: no such directory")
+    path = run / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise UserError(
+            f"run_dir={str(run)!r}: no checkpoints/last.pt in it "
+            "(is it a finished run? or pass checkpoint=<file>)"
+        )
+    return path
+
+
+def load_trained(
+    run_dir: str | Path | None,
+    checkpoint: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[DictConfig, nn.Module, NoiseSchedule]:
+    """The run's config, its network (weights loaded, eval mode, on ``device``) and schedule."""
+    path = checkpoint_path(run_dir, checkpoint)
+    state = ckpt.load(path, map_location=device)
+    if not isinstance(state.get("config"), dict) or "model" not in state:
+        raise UserError(f"checkpoint={str(path)!r}: holds no model weights and config")
+    cfg = OmegaConf.create(state["config"])
+    model = instantiate(cfg.model)
+    ckpt.load_weights(model, state["model"], path)
+    model.to(device).eval()
+    schedule = instantiate(cfg.schedule).to(device)
+    return cfg, model, schedule
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` = CUDA when present, else CPU; a named CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r}: allowed auto, cpu, cuda, cuda:<n>") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name!r}: no CUDA device here (use device=cpu or auto)")
+    return device
+
+
+def output_dir(
+    out_dir: str | Path | None,
+    run_dir: str | Path | None,
+    checkpoint: Path,
+    kind: str,
+    name: str,
+) -> Path:
+    """``out_dir`` when set, else ``<run>/<kind>/<name>[_<checkpoint stem>]``.
+
+    The run is ``run_dir``, or the folder above the checkpoint's ``checkpoints/``; the stem is
+    added for any checkpoint other than ``last.pt`` so two checkpoints never share a folder.
+    """
+    if out_dir is not None:
+        return Path(out_dir).expanduser()
+    if run_dir is not None:
+        root = Path(run_dir).expanduser()
+    else:
+        parent = checkpoint.parent
+        root = parent.parent if parent.name == "checkpoints" else parent
+    suffix = "" if checkpoint.name == "last.pt" else f"_{checkpoint.stem}"
+    return root / kind / f"{name}{suffix}"

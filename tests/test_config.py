@@ -1,0 +1,137 @@
+"""Every invalid config is refused before anything runs, in one line naming key and value."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import DATA_ROOT, REPO, needs_mnist
+
+from ddpm.config import check_command_line, validate
+from ddpm.data import MNIST_FILES, mnist
+from ddpm.errors import UserError
+
+INVALID = [
+    # (overrides, the start of the one-line message)
+    (["model.channels=[]"], "model.channels=[]: a non-empty list"),
+    (["model.channels=[30,60]"], "model.channels=[30, 60]: every width divisible"),
+    (["model.channels=[0,8]"], "model.channels=[0, 8]: a non-empty list of positive"),
+    (["model.channels=64"], "model.channels=64: a non-empty list"),
+    (["model.norm_groups=0"], "model.norm_groups=0: an integer >= 1"),
+    (["model.time_dim=33"], "model.time_dim=33: an even integer >= 4"),
+    (["model.time_dim=2"], "model.time_dim=2: an even integer >= 4"),
+    (["model.image_size=30"], "model.image_size=30: divisible by 2^(levels-1)=4"),
+    (["model.in_channels=0"], "model.in_channels=0: an integer >= 1"),
+    (["model.prediction=score"], "model.prediction='score': one of eps, x0, v"),
+    (["+model.chanels=[8]"], "model.chanels=[8]: unknown key; allowed: channels"),
+    (["schedule.timesteps=0"], "schedule.timesteps=0: an integer >= 1"),
+    (["schedule.timesteps=1.5"], "schedule.timesteps=1.5: an integer >= 1"),
+    (["schedule.beta_start=0"], "schedule.beta_start=0: 0 < beta_start < beta_end"),
+    (["schedule.beta_start=0.05"], "schedule.beta_start=0.05: 0 < beta_start < beta_end=0.02"),
+    (["schedule.beta_end=1.5"], "schedule.beta_start=0.0001: 0 < beta_start < beta_end=1.5 < 1"),
+    (["schedule=cosine", "schedule.max_beta=1.5"], "schedule.max_beta=1.5: a number in (0, 1]"),
+    (["schedule=cosine", "schedule.s=-0.1"], "schedule.s=-0.1: a number >= 0"),
+    (["trainer.batch_size=0"], "trainer.batch_size=0: an integer >= 1"),
+    (["trainer.batch_size=abc"], "trainer.batch_size='abc': an integer >= 1"),
+    (["trainer.epochs=0"], "trainer.epochs=0: an integer >= 1"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0: an integer >= 1, or null"),
+    (["trainer.max_minutes=0"], "trainer.max_minutes=0: a number > 0, or null"),
+    (["trainer.grad_clip=0"], "trainer.grad_clip=0: a number > 0"),
+    (["trainer.seed=-1"], "trainer.seed=-1: an integer >= 0"),
+    (["trainer.log_every=0"], "trainer.log_every=0: an integer >= 1"),
+    (["trainer.sample_every=-1"], "trainer.sample_every=-1: an integer >= 0"),
+    (["trainer.checkpoint_every=-5"], "trainer.checkpoint_every=-5: an integer >= 0"),
+    (["trainer.num_samples=0"], "trainer.num_samples=0: an integer >= 1"),
+    (["trainer.keep_last=0"], "trainer.keep_last=0: an integer >= 1, or null"),
+    (["trainer.loss_weighting=snr"], "trainer.loss_weighting='snr': one of none, min_snr"),
+    (["trainer.device=tpu"], "trainer.device='tpu': auto, cpu, mps, cuda or cuda:<index>"),
+    (["+trainer.lr=1"], "trainer.lr=1: unknown key; allowed: batch_size"),
+    (["optimizer.lr=0"], "optimizer.lr=0: a number > 0"),
+    (["optimizer.lr=-1e-3"], "optimizer.lr=-0.001: a number > 0"),
+    (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1: a number >= 0"),
+    (["+optimizer.momentum=0.9"], "optimizer.momentum=0.9: unknown key; allowed: amsgrad"),
+    (["sampler.steps=0"], "sampler.steps=0: null or 1..schedule.timesteps=1000"),
+    (["sampler.steps=2000"], "sampler.steps=2000: null or 1..schedule.timesteps=1000"),
+    (["sampler=ddim", "sampler.eta=-1"], "sampler.eta=-1: a number >= 0"),
+    (["logger.mode=sometimes"], "logger.mode='sometimes': one of auto, online"),
+    (["+lr=1"], "lr=1: unknown key; allowed: dataset"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), INVALID, ids=[" ".join(o) for o, _ in INVALID])
+def test_an_invalid_config_is_one_line_naming_key_and_value(make_cfg, overrides, message):
+    with pytest.raises(UserError) as err:
+        validate(make_cfg(*overrides))
+    text = str(err.value)
+    assert text.startswith(message), text
+    assert "\n" not in text
+
+
+def test_at_least_30_invalid_configs_are_covered():
+    assert len(INVALID) >= 30
+
+
+def test_every_preset_and_option_is_valid(make_cfg):
+    for option in [
+        "model=small",
+        "model=large",
+        "schedule=cosine",
+        "schedule=sigmoid",
+        "optimizer=adam",
+        "sampler=ddim",
+        "sampler=dpm_solver_pp",
+        "logger=none",
+    ]:
+        validate(make_cfg(option))
+    for name in ["schedules", "lr", "model_size"]:
+        validate(make_cfg(f"+experiment={name}"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["model=huge"], "model='huge': unknown model; allowed: base, large, small"),
+        (["-m", "sampler=ddim,plms"], "sampler='plms': unknown sampler; allowed: ddim, ddpm"),
+        (["trainer.bs=1"], "Could not override 'trainer.bs'. To append to your config use"),
+        (["model.channels=[1,2"], "no viable alternative at input '[1,2'"),
+    ],
+)
+def test_the_command_line_is_checked_before_hydra_runs(argv, message):
+    with pytest.raises(UserError) as err:
+        check_command_line(argv)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_the_entry_point_prints_one_line_and_exits_nonzero(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "ddpm.run", "model=huge", f"hydra.run.dir={tmp_path / 'r'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == [
+        "error: model='huge': unknown model; allowed: base, large, small"
+    ]
+    assert not (tmp_path / "r").exists()  # nothing was written
+
+
+@needs_mnist
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "missing"])
+def test_damaged_mnist_files_are_one_clear_line(tmp_path, damage):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        shutil.copy(DATA_ROOT / "MNIST" / "raw" / name, raw / name)
+    target = raw / "train-images-idx3-ubyte"
+    if damage == "truncated":
+        target.write_bytes(target.read_bytes()[:100_000])
+    elif damage == "corrupt":
+        target.write_bytes(b"\x00\x01\x02\x03" * 1000)
+    else:
+        target.unlink()
+    with pytest.raises(UserError) as err:
+        mnist(tmp_path, download=False)
+    text = str(err.value)
+    assert "\n" not in text and str(raw) in text and "train-images-idx3-ubyte" in text
