@@ -33,10 +33,9 @@ from torch import Tensor, nn
 from torchvision.transforms.functional import gaussian_blur
 from torchvision.utils import make_grid
 
-from ddpm.config import validate_sampler
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError
-from ddpm.runs import checkpoint_path, load_trained, output_dir, pick_device
+from ddpm.errors import UserError, one_line_errors
+from ddpm.runs import load_for_sampling, output_dir
 from ddpm.sample import sampler_choice
 from ddpm.samplers.base import Sampler
 from ddpm.viz import plt, to_unit
@@ -186,11 +185,15 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
     """Noises test digits at each ``cfg.noise_std``, denoises them, writes the report."""
     levels = _as_levels(cfg.noise_std)
     _check(cfg)
-    device = pick_device(cfg.device)
-    ckpt = checkpoint_path(cfg.run_dir, cfg.checkpoint)
-    run_cfg, model, schedule = load_trained(cfg.run_dir, ckpt, device)
-    validate_sampler(cfg.sampler, len(schedule))
-    sampler = instantiate(cfg.sampler, schedule=schedule)
+    job = load_for_sampling(cfg)
+    run_cfg, model, schedule, sampler, ckpt, device = (
+        job.config,
+        job.model,
+        job.schedule,
+        job.sampler,
+        job.checkpoint,
+        job.device,
+    )
     name = f"{sampler_name}_{len(sampler.timesteps)}"
     out = output_dir(cfg.out_dir, cfg.run_dir, ckpt, "denoise", name)
 
@@ -260,11 +263,9 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="denoise")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        run_denoise(cfg, sampler_choice())
-    except UserError as err:
-        sys.exit(f"error: {err}")
+    run_denoise(cfg, sampler_choice())
 
 
 _COMMA_LIST = re.compile(r"^noise_std=([^\[\]'\"=]+,[^\[\]'\"=]+)$")

@@ -7,6 +7,7 @@ saved inside its checkpoint, not whatever ``conf/`` says today.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 from ddpm import checkpoint as ckpt
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError
+from ddpm.samplers.base import Sampler
 
 
 def checkpoint_path(run_dir: str | Path | None, checkpoint: str | Path | None = None) -> Path:
@@ -92,3 +94,29 @@ def output_dir(
         root = parent.parent if parent.name == "checkpoints" else parent
     suffix = "" if checkpoint.name == "last.pt" else f"_{checkpoint.stem}"
     return root / kind / f"{name}{suffix}"
+
+
+@dataclass
+class SamplingJob:
+    """A trained run rebuilt for a command that samples from it (sample, denoise, evaluate)."""
+
+    config: DictConfig  # the run's own resolved training config
+    model: nn.Module
+    schedule: NoiseSchedule
+    sampler: Sampler  # the command's sampler, on the run's schedule
+    checkpoint: Path
+    device: torch.device
+
+
+def load_for_sampling(cfg: DictConfig) -> SamplingJob:
+    """Reads ``run_dir``/``checkpoint``/``device``/``sampler`` of a command's config."""
+    from hydra.utils import instantiate
+
+    from ddpm.config import validate_sampler
+
+    device = pick_device(cfg.device)
+    path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
+    run_cfg, model, schedule = load_trained(cfg.run_dir, path, device)
+    validate_sampler(cfg.sampler, len(schedule))
+    sampler = instantiate(cfg.sampler, schedule=schedule)
+    return SamplingJob(run_cfg, model, schedule, sampler, path, device)

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm import viz
-from ddpm.config import validate_sampler
-from ddpm.errors import UserError
-from ddpm.runs import checkpoint_path, load_trained, output_dir, pick_device
+from ddpm.errors import UserError, one_line_errors
+from ddpm.runs import load_for_sampling, output_dir
 from ddpm.train import generate
 
 log = logging.getLogger("ddpm")
@@ -40,11 +37,14 @@ def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
     """Samples ``cfg.num_samples`` images and writes them under the output folder."""
     if not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
         raise UserError(f"num_samples={cfg.num_samples!r}: an integer >= 1")
-    device = pick_device(cfg.device)
-    ckpt = checkpoint_path(cfg.run_dir, cfg.checkpoint)
-    _, model, schedule = load_trained(cfg.run_dir, ckpt, device)
-    validate_sampler(cfg.sampler, len(schedule))
-    sampler = instantiate(cfg.sampler, schedule=schedule)
+    job = load_for_sampling(cfg)
+    model, schedule, sampler, ckpt, device = (
+        job.model,
+        job.schedule,
+        job.sampler,
+        job.checkpoint,
+        job.device,
+    )
     steps = len(sampler.timesteps)
     out = output_dir(cfg.out_dir, cfg.run_dir, ckpt, "samples", f"{sampler_name}_{steps}")
 
@@ -90,11 +90,9 @@ def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        sample(cfg, sampler_choice())
-    except UserError as err:
-        sys.exit(f"error: {err}")
+    sample(cfg, sampler_choice())
 
 
 if __name__ == "__main__":

@@ -15,17 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ddpm import checkpoint as ckpt
-from ddpm.config import validate_sampler
 from ddpm.errors import UserError
 from ddpm.evaluate.cache import load_evaluator, resolve_dir
 from ddpm.evaluate.metrics import K_NEIGHBOURS, evaluate_images
 from ddpm.evaluate.wandb_run import log_into_run
-from ddpm.runs import checkpoint_path, load_trained, output_dir, pick_device
+from ddpm.runs import load_for_sampling, output_dir
 from ddpm.samplers.base import Sampler
 from ddpm.train import generate
 
@@ -68,11 +66,8 @@ def _check(cfg: DictConfig) -> None:
 def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
     """Samples ``cfg.num_samples`` images from the run, measures them, writes the JSON."""
     _check(cfg)
-    device = pick_device(cfg.device)
-    path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
-    train_cfg, model, schedule = load_trained(cfg.run_dir, path, device)
-    validate_sampler(cfg.sampler, len(schedule))
-    sampler = instantiate(cfg.sampler, schedule=schedule)
+    job = load_for_sampling(cfg)
+    model, sampler, path, device = job.model, job.sampler, job.checkpoint, job.device
     steps = len(sampler.timesteps)
     name = f"{sampler_name}_{steps}_n{cfg.num_samples}"
     default_out = output_dir(None, cfg.run_dir, path, "eval", name)
@@ -122,7 +117,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
             run_root,
             prefixed,
             step=train_step if isinstance(train_step, int) else None,
-            project=OmegaConf.select(train_cfg, "logger.project", default=None),
-            entity=OmegaConf.select(train_cfg, "logger.entity", default=None),
+            project=OmegaConf.select(job.config, "logger.project", default=None),
+            entity=OmegaConf.select(job.config, "logger.entity", default=None),
         )
     return result
