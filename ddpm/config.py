@@ -42,6 +42,7 @@ TRAINER_KEYS = {
     "resume",
     "eval_every",
     "eval_samples",
+    "ema_decay",
 }
 TOP_LEVEL = {
     "model",
@@ -191,6 +192,10 @@ def validate_trainer(t: DictConfig) -> None:
     _int("trainer.num_samples", t.num_samples, 1)
     _int("trainer.keep_last", t.keep_last, 1, nullable=True)
     _int("trainer.eval_every", t.eval_every, 0)
+    if t.ema_decay is not None and not (
+        _is_number(t.ema_decay, (int, float)) and 0 < t.ema_decay < 1
+    ):
+        _fail("trainer.ema_decay", t.ema_decay, "a number in (0, 1), or null for no EMA")
     _int("trainer.eval_samples", t.eval_samples, 4)
     if t.loss_weighting not in LOSS_WEIGHTINGS:
         _fail("trainer.loss_weighting", t.loss_weighting, f"one of {', '.join(LOSS_WEIGHTINGS)}")

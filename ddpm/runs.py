@@ -54,7 +54,8 @@ def load_trained(
         raise UserError(f"checkpoint={str(path)!r}: holds no model weights and config")
     cfg = OmegaConf.create(state["config"])
     model = instantiate(cfg.model)
-    ckpt.load_weights(model, state["model"], path)
+    # The EMA weights when the run kept them: they are what its samples were drawn with.
+    ckpt.load_weights(model, state.get("ema") or state["model"], path)
     model.to(device).eval()
     schedule = instantiate(cfg.schedule).to(device)
     return cfg, model, schedule

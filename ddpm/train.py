@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ddpm import checkpoint, viz
@@ -155,8 +156,21 @@ def train(
         "history": [],
         "window": {"loss": 0.0, "images": 0, "time": 0.0},
     }
+    # An exponential moving average of the weights samples better than the weights themselves.
+    ema = None
+    if tc.ema_decay:
+        ema = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True
+        )
+    shown = ema.module if ema is not None else model  # what sampling and evaluation use
     if start is not None:
         checkpoint.load_weights(model, start["model"], start.get("path", "checkpoint"))
+        if ema is not None:
+            ema_weights = (
+                start.get("ema") or start["model"]
+            )  # EMA switched on mid-run: start it here
+            checkpoint.load_weights(ema.module, ema_weights, start.get("path", "checkpoint"))
+            ema.n_averaged.fill_(start.get("ema_updates", 0))
         optimizer.load_state_dict(start["optimizer"])
         progress.update(start["progress"])
         checkpoint.restore_rng(start["rng"])
@@ -166,6 +180,7 @@ def train(
         """Writes last.pt (and, when ``keep``, a step_<n>.pt; only the newest keep_last stay)."""
         state = {
             "model": model.state_dict(),
+            **({"ema": ema.module.state_dict(), "ema_updates": int(ema.n_averaged)} if ema else {}),
             "optimizer": optimizer.state_dict(),
             "progress": progress,
             "rng": checkpoint.capture_rng(),
@@ -183,12 +198,12 @@ def train(
         tracker.log_checkpoint(path, progress["step"])
 
     def sample_grid(step: int, record: list[int] | None = None) -> dict[int, torch.Tensor]:
-        samples, trajectory = generate(model, sampler, tc.num_samples, tc.seed, device, record)
+        samples, trajectory = generate(shown, sampler, tc.num_samples, tc.seed, device, record)
         path = viz.save_grid(samples, sample_dir / f"grid_{step:07d}.png")
         tracker.log_image("samples/grid", path, step, caption=f"step {step}")
         return trajectory
 
-    quality = QualityProbe(cfg, model, sampler, device) if tc.eval_every else None
+    quality = QualityProbe(cfg, shown, sampler, device) if tc.eval_every else None
 
     def evaluate(step: int) -> dict[str, float]:
         metrics = quality.measure()
@@ -217,6 +232,8 @@ def train(
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
 
             took = time.perf_counter() - step_start
             progress.update(step=step, epoch=epoch)

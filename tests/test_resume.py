@@ -169,3 +169,36 @@ def test_a_missing_resume_checkpoint_is_refused(tmp_path):
         checkpoint.resume_path(str(tmp_path / "nope.pt"), tmp_path)
     assert checkpoint.resume_path("auto", tmp_path) is None
     assert checkpoint.resume_path("never", tmp_path) is None
+
+
+@needs_mnist
+def test_ema_follows_its_recursion_and_resumes_exactly(make_cfg, tmp_path):
+    ema_cfg = [
+        *TINY,
+        "trainer.ema_decay=0.5",
+        "trainer.checkpoint_every=1",
+        "trainer.keep_last=null",
+    ]
+    run(make_cfg(*ema_cfg), tmp_path / "whole")
+    ckpts = tmp_path / "whole" / "checkpoints"
+    weights = [checkpoint.load(ckpts / f"step_{s:07d}.pt")["model"] for s in (1, 2, 3)]
+    weights.append(checkpoint.load(ckpts / "last.pt")["model"])
+    expected = {k: v.clone() for k, v in weights[0].items()}  # the first update copies
+    for w in weights[1:]:
+        expected = {k: 0.5 * expected[k] + 0.5 * w[k] for k in expected}
+    last = checkpoint.load(ckpts / "last.pt")
+    assert last["ema_updates"] == 4
+    for k, v in expected.items():
+        torch.testing.assert_close(last["ema"][k], v, rtol=1e-6, atol=1e-7)
+
+    # Two steps, then the same command with max_steps=4 in the same dir: the same EMA.
+    run(make_cfg(*ema_cfg, "trainer.max_steps=2"), tmp_path / "halves")
+    run(make_cfg(*ema_cfg), tmp_path / "halves")
+    again = checkpoint.load(tmp_path / "halves" / "checkpoints" / "last.pt")
+    assert all(torch.equal(again["ema"][k], last["ema"][k]) for k in last["ema"])
+    assert losses(tmp_path / "halves") == losses(tmp_path / "whole")
+
+    from ddpm.runs import load_trained
+
+    _, model, _ = load_trained(tmp_path / "whole")  # sampling commands use the EMA weights
+    assert all(torch.equal(v, last["ema"][k]) for k, v in model.state_dict().items())
