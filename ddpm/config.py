@@ -43,6 +43,9 @@ TRAINER_KEYS = {
     "eval_every",
     "eval_samples",
     "ema_decay",
+    "precision",
+    "compile",
+    "channels_last",
 }
 TOP_LEVEL = {
     "model",
@@ -199,6 +202,11 @@ def validate_trainer(t: DictConfig) -> None:
     _int("trainer.eval_samples", t.eval_samples, 4)
     if t.loss_weighting not in LOSS_WEIGHTINGS:
         _fail("trainer.loss_weighting", t.loss_weighting, f"one of {', '.join(LOSS_WEIGHTINGS)}")
+    if t.precision not in ("fp32", "bf16", "fp16"):
+        _fail("trainer.precision", t.precision, "one of fp32, bf16, fp16")
+    for key in ("compile", "channels_last"):
+        if not isinstance(t[key], bool):
+            _fail(f"trainer.{key}", t[key], "true or false")
     if not (isinstance(t.device, str) and DEVICE.match(t.device)):
         _fail("trainer.device", t.device, "auto, cpu, mps, cuda or cuda:<index>")
     if t.resume is not None and not isinstance(t.resume, str):

@@ -13,8 +13,8 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,16 @@ def generate(
         )
     finally:
         model.train(was_training)
+
+
+def precision_context(precision: str, device: torch.device) -> Callable[[], Any]:
+    """``fp32``: nothing; ``bf16``/``fp16``: autocast on the device (weights stay fp32)."""
+    if precision == "fp32":
+        return nullcontext
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if dtype == torch.float16 and device.type != "cuda":
+        raise UserError("trainer.precision='fp16': CUDA only here; use bf16 or fp32")
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class QualityProbe:
@@ -140,6 +150,13 @@ def train(
     tc = cfg.trainer
     device = pick_device(tc.device)
     model.to(device).train()
+    layout = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+    # What runs the forward pass: the model, compiled when asked (weights stay shared).
+    forward = torch.compile(model) if tc.compile else model
+    autocast = precision_context(tc.precision, device)
+    # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler passes through.
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     schedule.to(device)
     images = data.images.to(device)
     steps = total_steps(cfg, len(images))
@@ -218,9 +235,10 @@ def train(
         for step in range(progress["step"] + 1, steps + 1):
             step_start = time.perf_counter()
             epoch, idx = next(stream)
-            x0 = images[idx.to(device)]
+            x0 = images[idx.to(device)].contiguous(memory_format=layout)
 
-            loss = diffusion_loss(model, schedule, x0, tc.loss_weighting)
+            with autocast():
+                loss = diffusion_loss(forward, schedule, x0, tc.loss_weighting)
             loss_value = loss.item()  # waits for the device, so the timing below is real
             if not math.isfinite(loss_value):
                 raise NonFiniteLoss(
@@ -229,9 +247,11 @@ def train(
                     f"optimizer.lr={cfg.optimizer.lr} or trainer.grad_clip={tc.grad_clip})"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             if ema is not None:
                 ema.update_parameters(model)
 

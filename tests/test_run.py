@@ -104,3 +104,23 @@ def test_a_bad_config_is_one_line_and_a_nonzero_exit(tmp_path):
         "error: model.channels=[30, 60]: every width divisible by model.norm_groups=8"
     ], res.stderr
     assert "Traceback" not in res.stdout + res.stderr
+
+
+@needs_mnist
+@pytest.mark.parametrize("option", ["trainer.precision=bf16", "trainer.channels_last=true"])
+def test_speed_options_train_to_nearly_the_same_losses(make_cfg, tmp_path, option):
+    plain = run(make_cfg(*TINY), tmp_path / "plain")
+    other = run(make_cfg(*TINY, option), tmp_path / "other")
+    a = [r["loss"] for r in read_metrics(tmp_path / "plain")]
+    b = [r["loss"] for r in read_metrics(tmp_path / "other")]
+    assert len(a) == len(b) == 4
+    assert b == pytest.approx(a, rel=0.05)  # same data and noise; only rounding differs
+    assert plain["steps"] == other["steps"]
+
+
+@needs_mnist
+def test_fp16_off_cuda_is_refused(make_cfg, tmp_path):
+    from ddpm.errors import UserError
+
+    with pytest.raises(UserError, match="trainer.precision='fp16': CUDA only here"):
+        run(make_cfg(*TINY, "trainer.precision=fp16"), tmp_path)
