@@ -1,8 +1,9 @@
 """``python -m ddpm.compare <multirun dir>``: the offline twin of W&B's run comparison.
 
-Reads each job's ``.hydra/overrides.yaml``, ``metrics.jsonl`` and ``summary.json`` (no
-network), prints a table of the swept overrides against final loss, throughput and any
-quality metrics, and writes ``comparison.md`` and ``comparison.png`` into the sweep dir.
+Reads each job's ``.hydra/overrides.yaml``, ``metrics.jsonl``, ``summary.json`` and newest
+``eval/*.json`` (no network), prints a table of the swept overrides against final loss,
+throughput and any quality metrics, and writes ``comparison.md`` and ``comparison.png`` into
+the sweep dir.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def load_job(path: Path) -> Job:
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     metrics = read_metrics(path) if (path / "metrics.jsonl").is_file() else []
     failure = failed_file.read_text().strip() if failed_file.is_file() else None
+    # Quality measured after training (python -m ddpm.evaluate) fills what the run did not log.
+    evals = sorted((path / "eval").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if evals and summary:
+        summary = {**json.loads(evals[-1].read_text())["metrics"], **summary}
     if failure is None and not summary:
         failure = "no summary.json (still running, or killed)"
     return Job(path, [str(o) for o in overrides], summary, metrics, failure)
