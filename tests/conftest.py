@@ -46,6 +46,15 @@ def make_cfg() -> Iterator[Callable[..., DictConfig]]:
     GlobalHydra.instance().clear()
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Scalar batches are too small to gain from threads, and on a busy CPU they lose badly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)

@@ -15,12 +15,7 @@ from ddpm.samplers import AncestralSampler, DDIMSampler
 MU, S = 0.3, 0.2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _level(sch, t: int) -> float:

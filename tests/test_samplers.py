@@ -36,13 +36,7 @@ STD_TOL = {"ddpm": 0.035, "ddpm_100": 0.145, "ddim_eta0": 0.14, "ddim_eta1": 0.2
 STD_TOL["dpm_solver_pp"] = 0.265
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Scalar batches are too small to gain from threads, and on a busy CPU they lose badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
