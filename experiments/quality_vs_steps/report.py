@@ -21,9 +21,11 @@ def main(run_dir: str, out_dir: str | None = None) -> None:
     for path in sorted((Path(run_dir) / "eval").glob("*.json")):
         r = json.loads(path.read_text())
         m = r["metrics"]
+        eta = r["config"]["sampler"].get("eta")
+        name = f"{r['sampler']} eta={eta:g}" if eta else r["sampler"]
         rows.append(
             (
-                r["sampler"],
+                name,
                 r["steps"],
                 r["num_samples"],
                 m["fid"],
