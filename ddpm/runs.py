@@ -48,7 +48,14 @@ def load_trained(
     device: torch.device | str = "cpu",
 ) -> tuple[DictConfig, nn.Module, NoiseSchedule]:
     """The run's config, its network (weights loaded, eval mode, on ``device``) and schedule."""
-    path = checkpoint_path(run_dir, checkpoint)
+    cfg, model, schedule, _ = _rebuild(checkpoint_path(run_dir, checkpoint), device)
+    return cfg, model, schedule
+
+
+def _rebuild(
+    path: Path, device: torch.device | str
+) -> tuple[DictConfig, nn.Module, NoiseSchedule, int | None]:
+    """Reads a checkpoint once: config, network, schedule and the training step it was at."""
     state = ckpt.load(path, map_location=device)
     if not isinstance(state.get("config"), dict) or "model" not in state:
         raise UserError(f"checkpoint={str(path)!r}: holds no model weights and config")
@@ -58,7 +65,8 @@ def load_trained(
     ckpt.load_weights(model, state.get("ema") or state["model"], path)
     model.to(device).eval()
     schedule = instantiate(cfg.schedule).to(device)
-    return cfg, model, schedule
+    step = state.get("step")
+    return cfg, model, schedule, step if isinstance(step, int) else None
 
 
 def pick_device(name: str) -> torch.device:
@@ -107,17 +115,16 @@ class SamplingJob:
     sampler: Sampler  # the command's sampler, on the run's schedule
     checkpoint: Path
     device: torch.device
+    step: int | None  # the training step the checkpoint was written at
 
 
 def load_for_sampling(cfg: DictConfig) -> SamplingJob:
     """Reads ``run_dir``/``checkpoint``/``device``/``sampler`` of a command's config."""
-    from hydra.utils import instantiate
-
-    from ddpm.config import validate_sampler
+    from ddpm.config import validate_sampler  # config imports the samplers: import here
 
     device = pick_device(cfg.device)
     path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
-    run_cfg, model, schedule = load_trained(cfg.run_dir, path, device)
+    run_cfg, model, schedule, step = _rebuild(path, device)
     validate_sampler(cfg.sampler, len(schedule))
     sampler = instantiate(cfg.sampler, schedule=schedule)
-    return SamplingJob(run_cfg, model, schedule, sampler, path, device)
+    return SamplingJob(run_cfg, model, schedule, sampler, path, device, step)

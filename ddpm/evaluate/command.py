@@ -18,7 +18,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ddpm import checkpoint as ckpt
 from ddpm.errors import UserError
 from ddpm.evaluate.cache import load_evaluator, resolve_dir
 from ddpm.evaluate.metrics import K_NEIGHBOURS, evaluate_images
@@ -84,7 +83,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
     start = time.perf_counter()
     metrics = evaluate_images(images, evaluator, reference, seed=cfg.seed)
     eval_s = time.perf_counter() - start
-    train_step = ckpt.load(path).get("step")
+    train_step = job.step
 
     result = {
         "metrics": metrics,
@@ -116,7 +115,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
         log_into_run(
             run_root,
             prefixed,
-            step=train_step if isinstance(train_step, int) else None,
+            step=train_step,
             project=OmegaConf.select(job.config, "logger.project", default=None),
             entity=OmegaConf.select(job.config, "logger.entity", default=None),
         )
