@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ddpm import checkpoint as ckpt
+from ddpm.config import validate_sampler
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError
 from ddpm.samplers.base import Sampler
@@ -120,7 +121,6 @@ class SamplingJob:
 
 def load_for_sampling(cfg: DictConfig) -> SamplingJob:
     """Reads ``run_dir``/``checkpoint``/``device``/``sampler`` of a command's config."""
-    from ddpm.config import validate_sampler  # config imports the samplers: import here
 
     device = pick_device(cfg.device)
     path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
