@@ -92,9 +92,13 @@ def blur(images: Tensor, sigma: float) -> Tensor:
 def best_blur(noisy: Tensor, clean: Tensor, sigmas: list[float]) -> tuple[float, Tensor]:
     """The blur sigma from ``sigmas`` with the highest mean PSNR on these images, and the
     blurred images."""
-    scored = [(psnr(blur(noisy, s), clean).mean().item(), s) for s in sigmas]
-    best = max(scored)[1]
-    return best, blur(noisy, best)
+    best_score, best, best_images = -math.inf, -math.inf, noisy
+    for sigma in sigmas:
+        images = blur(noisy, sigma)
+        score = psnr(images, clean).mean().item()
+        if (score, sigma) > (best_score, best):  # a tie goes to the larger sigma
+            best_score, best, best_images = score, sigma, images
+    return best, best_images
 
 
 def _as_levels(value: Any) -> list[float]:

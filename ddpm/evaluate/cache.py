@@ -118,10 +118,9 @@ def _load_weights(path: Path, device: torch.device | str) -> MnistClassifier:
         )
     try:
         model = MnistClassifier(**meta["arch"])
-        model.load_state_dict(state["model"])
-    except (TypeError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise UserError(f"evaluator {str(path)!r}: weights do not fit ({first})") from None
+    except TypeError as err:
+        raise UserError(f"evaluator {str(path)!r}: unknown architecture ({err})") from None
+    ckpt.load_weights(model, state["model"], path)
     model.meta = meta
     return model.to(device).eval()
 
