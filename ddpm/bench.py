@@ -1,10 +1,12 @@
 """``python -m ddpm.bench model=base``: this pipeline against the seed's, side by side.
 
-Training: images/s of our loop (the dataset as one tensor, batches by indexing, no workers)
+Training: images/s of our loop (the dataset as one tensor, batches by indexing, no workers,
+with the config's ``trainer.channels_last``, ``trainer.precision`` and ``trainer.compile``)
 against a reference done the seed's way (torchvision DataLoader with ToTensor + Normalize and
-2 worker processes, same network, same optimizer, fp32). Sampling: seconds per digit of the
-configured fast sampler against 1000-step ancestral sampling. Rounds alternate reference and
-ours, so load from other processes hits both alike; the ratio is the number to read.
+2 worker processes, same network, same optimizer, fp32, default layout). Sampling: seconds
+per digit of the configured fast sampler against 1000-step ancestral sampling. Rounds
+alternate reference and ours, so load from other processes hits both alike; the ratio is
+the number to read.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ddpm.diffusion.objective import diffusion_loss
 from ddpm.errors import one_line_errors
 from ddpm.runs import pick_device
 from ddpm.samplers import AncestralSampler
-from ddpm.train import generate
+from ddpm.train import generate, precision_context
 
 log = logging.getLogger("ddpm")
 
@@ -59,13 +61,26 @@ def train_rate(step: Callable[[], int], warmup: int, steps: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def make_step(model, schedule, batches: Iterator[torch.Tensor], device, channels_last: bool):
+def make_step(
+    model,
+    schedule,
+    batches: Iterator[torch.Tensor],
+    device,
+    channels_last: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,
+):
+    """One training step (as in ``ddpm.train``) on the next batch; returns its image count."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    forward = torch.compile(model) if compile else model
+    autocast = precision_context(precision, device)
 
     def step() -> int:
         x0 = next(batches).to(device, memory_format=fmt)
-        loss = diffusion_loss(model, schedule, x0)
+        with autocast():
+            loss = diffusion_loss(forward, schedule, x0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -90,16 +105,13 @@ def bench(cfg: DictConfig) -> dict:
 
     ref_model = instantiate(cfg.model).to(device)
     our_model = instantiate(cfg.model).to(device)
-    if b.channels_last:
-        our_model = our_model.to(memory_format=torch.channels_last)
+    tc = cfg.trainer
     ref_step = make_step(
-        ref_model,
-        schedule,
-        reference_batches(cfg.dataset.root, cfg.trainer.batch_size, 2),
-        device,
-        False,
+        ref_model, schedule, reference_batches(cfg.dataset.root, tc.batch_size, 2), device
     )
-    our_step = make_step(our_model, schedule, ours_batches(), device, b.channels_last)
+    our_step = make_step(
+        our_model, schedule, ours_batches(), device, tc.channels_last, tc.precision, tc.compile
+    )
 
     rates: dict[str, list[float]] = {"reference": [], "ours": []}
     for r in range(b.rounds):
@@ -139,6 +151,7 @@ def bench(cfg: DictConfig) -> dict:
         "sample_ratio": ref_per_digit / fast_per_digit,
         "threads": torch.get_num_threads(),
         "settings": OmegaConf.to_container(b, resolve=True),
+        "ours": {k: tc[k] for k in ("channels_last", "precision", "compile")},
     }
     return result
 

@@ -46,6 +46,7 @@ TRAINER_KEYS = {
     "precision",
     "compile",
     "channels_last",
+    "label_dropout",
 }
 TOP_LEVEL = {
     "model",
@@ -58,6 +59,8 @@ TOP_LEVEL = {
     "experiment_name",
 }
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# Hydra groups whose options are our presets (conf/hydra/launcher/) plus installed plugins'.
+PLUGIN_GROUPS = ("hydra/launcher", "hydra/sweeper")
 
 
 def _fail(key: str, value: object, allowed: str) -> None:
@@ -163,6 +166,7 @@ def validate_model(m: DictConfig) -> None:
         )
     if m.get("prediction", "eps") not in PREDICTIONS:
         _fail("model.prediction", m.prediction, f"one of {', '.join(PREDICTIONS)}")
+    _int("model.num_classes", m.get("num_classes"), 1, nullable=True)
 
 
 def validate_schedule(s: DictConfig) -> None:
@@ -209,6 +213,9 @@ def validate_trainer(t: DictConfig) -> None:
             _fail(f"trainer.{key}", t[key], "true or false")
     if not (isinstance(t.device, str) and DEVICE.match(t.device)):
         _fail("trainer.device", t.device, "auto, cpu, mps, cuda or cuda:<index>")
+    dropout = t.get("label_dropout", 0.0)
+    if not (_is_number(dropout, (int, float)) and 0 <= dropout < 1):
+        _fail("trainer.label_dropout", dropout, "a probability in [0, 1)")
     if t.resume is not None and not isinstance(t.resume, str):
         _fail("trainer.resume", t.resume, "auto, never, or a checkpoint path")
 
@@ -222,6 +229,24 @@ def validate_sampler(sampler: DictConfig, timesteps: int) -> None:
     eta = sampler.get("eta")
     if eta is not None and not (_is_number(eta, (int, float)) and eta >= 0):
         _fail("sampler.eta", eta, "a number >= 0 (0 = deterministic DDIM, 1 = ancestral noise)")
+    scale = sampler.get("guidance_scale", 1.0)
+    if not (_is_number(scale, (int, float)) and scale >= 0):
+        _fail(
+            "sampler.guidance_scale",
+            scale,
+            "a number >= 0 (0 = unconditional, 1 = conditional, > 1 = guided)",
+        )
+
+
+def _plugin_options(group: str) -> set[str]:
+    """Options the installed Hydra plugins register for ``group`` (``hydra/launcher=joblib``)."""
+    if group not in PLUGIN_GROUPS:
+        return set()
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # imports the installed plugins, which register their configs
+    return {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
 
 
 def check_command_line(argv: Sequence[str], groups_dir: Path = CONF_DIR) -> None:
@@ -238,9 +263,12 @@ def check_command_line(argv: Sequence[str], groups_dir: Path = CONF_DIR) -> None
     for o in overrides:
         group = o.key_or_group
         folder = groups_dir / group
-        if o.is_delete() or group.startswith("hydra") or not folder.is_dir():
+        plugin_group = group in PLUGIN_GROUPS
+        if o.is_delete() or (group.startswith("hydra") and not plugin_group):
+            continue  # Hydra's own keys and groups (hydra.run.dir, hydra/job_logging)
+        if not (plugin_group or folder.is_dir()):
             continue
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        options = sorted({p.stem for p in folder.glob("*.yaml")} | _plugin_options(group))
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
         for value in values:
             if str(value) not in options:

@@ -7,7 +7,7 @@ there is no per-image Python work and no worker processes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +41,20 @@ def to_model_range(pixels: Tensor) -> Tensor:
     return pixels.to(torch.float32).div(255.0).mul(2.0).sub(1.0)
 
 
-def mnist(root: str | Path = "data", train: bool = True, download: bool = True) -> ImageDataset:
-    """MNIST through torchvision, read once into a tensor; downloads into ``root`` if missing."""
+def mnist(
+    root: str | Path = "data",
+    train: bool = True,
+    download: bool = True,
+    classes: Sequence[int] | None = None,
+) -> ImageDataset:
+    """MNIST through torchvision, read once into a tensor; downloads into ``root`` if missing.
+
+    ``classes`` keeps only those digits (labels unchanged), e.g. a quick two-class model.
+    """
+    if classes is not None and (
+        not classes or not all(isinstance(c, int) and 0 <= c <= 9 for c in classes)
+    ):
+        raise UserError(f"dataset.classes={list(classes)!r}: null or a non-empty list of 0..9")
     from torchvision.datasets import MNIST
 
     root = Path(root).expanduser()
@@ -56,8 +68,11 @@ def mnist(root: str | Path = "data", train: bool = True, download: bool = True) 
             f"put {', '.join(MNIST_FILES)} there (uncompressed), or point dataset.root "
             f"(env DDPM_DATA_ROOT) at the folder that holds MNIST/raw"
         ) from None
-    images = to_model_range(ds.data).unsqueeze(1)
-    return ImageDataset(images=images, labels=ds.targets.clone(), name="mnist")
+    images, labels = ds.data, ds.targets.clone()
+    if classes is not None:
+        keep = torch.isin(labels, torch.tensor(list(classes)))
+        images, labels = images[keep], labels[keep]
+    return ImageDataset(images=to_model_range(images).unsqueeze(1), labels=labels, name="mnist")
 
 
 def batch_stream(

@@ -54,16 +54,17 @@ def load_trained(
 
 
 def _rebuild(
-    path: Path, device: torch.device | str
+    path: Path, device: torch.device | str, ema: bool = True
 ) -> tuple[DictConfig, nn.Module, NoiseSchedule, int | None]:
-    """Reads a checkpoint once: config, network, schedule and the training step it was at."""
+    """Reads a checkpoint once: config, network, schedule and the training step it was at.
+    ``ema``: the EMA weights when the run kept them (else, or when False, the raw ones)."""
     state = ckpt.load(path, map_location=device)
     if not isinstance(state.get("config"), dict) or "model" not in state:
         raise UserError(f"checkpoint={str(path)!r}: holds no model weights and config")
     cfg = OmegaConf.create(state["config"])
     model = instantiate(cfg.model)
     # The EMA weights when the run kept them: they are what its samples were drawn with.
-    ckpt.load_weights(model, state.get("ema") or state["model"], path)
+    ckpt.load_weights(model, (state.get("ema") if ema else None) or state["model"], path)
     model.to(device).eval()
     schedule = instantiate(cfg.schedule).to(device)
     step = state.get("step")
@@ -124,7 +125,10 @@ def load_for_sampling(cfg: DictConfig) -> SamplingJob:
 
     device = pick_device(cfg.device)
     path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
-    run_cfg, model, schedule, step = _rebuild(path, device)
+    use_ema = cfg.get("ema", True)
+    if not isinstance(use_ema, bool):
+        raise UserError(f"ema={use_ema!r}: true (the run's EMA weights, when kept) or false")
+    run_cfg, model, schedule, step = _rebuild(path, device, use_ema)
     validate_sampler(cfg.sampler, len(schedule))
     sampler = instantiate(cfg.sampler, schedule=schedule)
     return SamplingJob(run_cfg, model, schedule, sampler, path, device, step)

@@ -4,6 +4,8 @@ The model and schedule are rebuilt from the run's checkpoint (:mod:`ddpm.runs`);
 comes from ``conf/sampler`` like in training, so ``sampler=dpm_solver_pp sampler.steps=10``
 works here too. Writes ``grid.png``, ``progress.png`` (one image's reverse process),
 ``samples.pt`` (the raw tensor in [-1, 1]) and ``sample.json`` (settings and speed).
+Conditional runs take ``label=7`` (or a list) or ``labels=all`` (a 10x10 grid, one row per
+class), guided by ``sampler.guidance_scale``; ``labels.pt`` then holds each image's class.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from ddpm import viz
 from ddpm.errors import UserError, one_line_errors
 from ddpm.runs import load_for_sampling, output_dir
-from ddpm.train import generate
+from ddpm.train import generate, label_rows
 
 log = logging.getLogger("ddpm")
 
@@ -31,6 +34,41 @@ def sampler_choice(default: str = "sampler") -> str:
     if HydraConfig.initialized():
         return str(HydraConfig.get().runtime.choices.get("sampler", default))
     return default
+
+
+def requested_labels(cfg: DictConfig, model: nn.Module) -> torch.Tensor | None:
+    """The class of each image to draw from ``label``/``labels``, or None (unconditional)."""
+    label, mode = cfg.get("label"), cfg.get("labels")
+    if label is None and mode is None:
+        return None
+    classes = getattr(model, "num_classes", None)
+    key = "label" if label is not None else "labels"
+    if classes is None:
+        raise UserError(
+            f"{key}={label if label is not None else mode!r}: this run is unconditional "
+            "(model.num_classes=null); train with model.num_classes=10 to ask for digits"
+        )
+    if mode is not None:
+        if label is not None or mode != "all":
+            raise UserError(f"labels={mode!r}: allowed all (and no label= with it)")
+        return label_rows(classes, classes)
+    wanted = list(label) if OmegaConf.is_list(label) else [label]
+    if not wanted or not all(isinstance(c, int) and 0 <= c < classes for c in wanted):
+        raise UserError(f"label={label!r}: a class 0..{classes - 1} or a non-empty list of them")
+    return torch.tensor(wanted).repeat(-(-cfg.num_samples // len(wanted)))[: cfg.num_samples]
+
+
+def read_back(samples: torch.Tensor, labels: torch.Tensor) -> dict[str, float] | None:
+    """Label accuracy by the project's evaluator when its cache exists (never built here:
+    that takes minutes; ``python -m ddpm.evaluate`` builds it), else None."""
+    from ddpm.evaluate.cache import WEIGHTS, load_evaluator, resolve_dir
+    from ddpm.evaluate.metrics import extract, label_accuracy
+
+    if not (resolve_dir(None) / WEIGHTS).is_file():
+        return None
+    evaluator, _ = load_evaluator(None, "cpu", build_missing=False)
+    _, logits = extract(evaluator, samples.detach().cpu())
+    return label_accuracy(logits, labels)
 
 
 def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
@@ -46,40 +84,62 @@ def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
         job.device,
     )
     steps = len(sampler.timesteps)
-    out = output_dir(cfg.out_dir, cfg.run_dir, ckpt, "samples", f"{sampler_name}_{steps}")
+    labels = requested_labels(cfg, model)
+    name = f"{sampler_name}_{steps}"
+    if labels is not None:
+        classes = dict.fromkeys(labels.tolist())  # in order, once each
+        what = "all" if cfg.get("labels") else "-".join(str(c) for c in classes)
+        name += f"_label{what}_w{sampler.guidance_scale:g}"
+    if not cfg.get("ema", True):
+        name += "_raw"
+    out = output_dir(cfg.out_dir, cfg.run_dir, ckpt, "samples", name)
+    num = cfg.num_samples if labels is None else len(labels)
 
     start = time.perf_counter()
     samples, trajectory = generate(
         model,
         sampler,
-        cfg.num_samples,
+        num,
         cfg.seed,
         device,
         record=viz.progress_steps(len(schedule)),
         progress=cfg.progress,
+        labels=labels,
     )
     took = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
-    viz.save_grid(samples, out / "grid.png")
+    viz.save_grid(samples, out / "grid.png", nrow=10 if cfg.get("labels") else 8)
     viz.save_progress(trajectory, out / "progress.png")
     torch.save(samples.detach().cpu().contiguous(), out / "samples.pt")
+    accuracy = None
+    if labels is not None:
+        torch.save(labels.clone(), out / "labels.pt")
+        accuracy = read_back(samples, labels)
+        if accuracy is not None:
+            log.info(
+                "the evaluator reads %.1f%% as the requested label",
+                100 * accuracy["label_accuracy"],
+            )
     info = {
         "checkpoint": str(ckpt),
         "sampler": sampler_name,
         "steps": steps,
-        "num_samples": cfg.num_samples,
+        "num_samples": num,
+        "labels": None if labels is None else labels.tolist(),
+        "guidance_scale": None if labels is None else sampler.guidance_scale,
+        "label_accuracy": accuracy,
         "seed": cfg.seed,
         "device": str(device),
         "seconds": took,
-        "images_per_s": cfg.num_samples / took,
+        "images_per_s": num / took,
         "out_dir": str(out),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     (out / "sample.json").write_text(json.dumps(info, indent=2) + "\n")
     log.info(
         "%d images with %s (%d steps) in %.1f s (%.2f images/s) -> %s",
-        cfg.num_samples,
+        num,
         sampler_name,
         steps,
         took,

@@ -78,6 +78,23 @@ class Tracker:
         self.finish(exit_code=0 if exc is None else getattr(exc, "exit_code", 1))
 
 
+class SilentTracker(Tracker):
+    """For data-parallel ranks other than 0: logs nothing and writes nothing."""
+
+    def __init__(self, run_dir: str | Path, **_: Any) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_config = {}
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        pass
+
+    def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The logged rows of a run, in order."""
     path = Path(run_dir) / "metrics.jsonl"

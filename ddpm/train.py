@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from ddpm import checkpoint, viz
+from ddpm import checkpoint, distributed, viz
 from ddpm.data import ImageDataset, batch_stream
 from ddpm.diffusion.objective import diffusion_loss
 from ddpm.diffusion.schedule import NoiseSchedule
@@ -51,18 +51,47 @@ def generate(
     device: torch.device,
     record: list[int] | None = None,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """Samples from a fixed seed (its own generator: training randomness is untouched)."""
+    """Samples from a fixed seed (its own generator: training randomness is untouched);
+    ``labels`` (one per image) for a conditional model."""
     gen = torch.Generator(device=device).manual_seed(seed)
     shape = (num, model.in_channels, model.image_size, model.image_size)
     was_training = model.training
     model.eval()
     try:
         return sampler.sample(
-            model, shape, device=device, generator=gen, record=record or (), progress=progress
+            model,
+            shape,
+            device=device,
+            generator=gen,
+            record=record or (),
+            progress=progress,
+            labels=labels,
         )
     finally:
         model.train(was_training)
+
+
+def ema_update(decay: float) -> Callable[..., None]:
+    """EMA with warm-up: the decay is min(decay, (1 + n) / (10 + n)) after n updates.
+
+    A fixed 0.999 would still weigh the first weights by 0.999^n (37% after 1000 steps), which
+    ruins the EMA of a short CPU run; the warm-up reaches the full decay after ~9000 updates.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        updates = int(n)
+        d = min(decay, (1 + updates) / (10 + updates))
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
+
+    return update
+
+
+def label_rows(num_classes: int, per_row: int) -> torch.Tensor:
+    """Labels for a grid with one row per class: 0 x per_row, 1 x per_row, ..."""
+    return torch.arange(num_classes).repeat_interleave(per_row)
 
 
 def precision_context(precision: str, device: torch.device) -> Callable[[], Any]:
@@ -94,12 +123,18 @@ class QualityProbe:
         )
 
     def measure(self) -> dict[str, float]:
-        from ddpm.evaluate.command import sample_images
+        from ddpm.evaluate.command import balanced_labels, sample_images
         from ddpm.evaluate.metrics import evaluate_images
 
-        images = sample_images(self.model, self.sampler, self.num, 500, self.seed + 1, self.device)
-        metrics = evaluate_images(images, self.evaluator, self.reference, seed=self.seed)
-        return {k: float(metrics[k]) for k in self.KEYS}
+        labels = balanced_labels(self.model, self.num)
+        images = sample_images(
+            self.model, self.sampler, self.num, 500, self.seed + 1, self.device, labels=labels
+        )
+        metrics = evaluate_images(
+            images, self.evaluator, self.reference, seed=self.seed, labels=labels
+        )
+        keys = (*self.KEYS, "label_accuracy") if labels is not None else self.KEYS
+        return {k: float(metrics[k]) for k in keys}
 
 
 class Interrupted(Exception):
@@ -141,24 +176,31 @@ def train(
     tracker: Tracker,
     run_dir: Path,
     start: dict[str, Any] | None = None,
+    ranks: distributed.Ranks = distributed.SINGLE,
 ) -> dict[str, Any]:
     """Trains ``model`` and writes checkpoints, pictures and metrics under ``run_dir``.
 
     ``start`` is a checkpoint to continue from: weights, optimizer, RNG streams, the position
     in the data order and the loss history, so the continuation is the run it interrupted.
+    ``ranks``: under torchrun, each rank computes its part of every (global) batch and only
+    rank 0 writes checkpoints, pictures and evaluations.
     """
     tc = cfg.trainer
-    device = pick_device(tc.device)
+    device = distributed.local_device(pick_device(tc.device), ranks)
     model.to(device).train()
     layout = torch.channels_last if tc.channels_last else torch.contiguous_format
     model.to(memory_format=layout)
-    # What runs the forward pass: the model, compiled when asked (weights stay shared).
-    forward = torch.compile(model) if tc.compile else model
+    # What runs the forward pass: the model (wrapped to average gradients over ranks),
+    # compiled when asked; the weights stay shared with ``model``.
+    forward = distributed.wrap(model, device, ranks)
+    forward = torch.compile(forward) if tc.compile else forward
     autocast = precision_context(tc.precision, device)
     # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler passes through.
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     schedule.to(device)
     images = data.images.to(device)
+    conditional = getattr(model, "num_classes", None) is not None
+    labels = data.labels.to(device) if conditional else None
     steps = total_steps(cfg, len(images))
     budget_s = tc.max_minutes * 60 if tc.max_minutes else math.inf
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
@@ -176,9 +218,7 @@ def train(
     # An exponential moving average of the weights samples better than the weights themselves.
     ema = None
     if tc.ema_decay:
-        ema = AveragedModel(
-            model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True
-        )
+        ema = AveragedModel(model, multi_avg_fn=ema_update(tc.ema_decay), use_buffers=True)
     shown = ema.module if ema is not None else model  # what sampling and evaluation use
     if start is not None:
         checkpoint.load_weights(model, start["model"], start.get("path", "checkpoint"))
@@ -215,12 +255,20 @@ def train(
         tracker.log_checkpoint(path, progress["step"])
 
     def sample_grid(step: int, record: list[int] | None = None) -> dict[int, torch.Tensor]:
-        samples, trajectory = generate(shown, sampler, tc.num_samples, tc.seed, device, record)
-        path = viz.save_grid(samples, sample_dir / f"grid_{step:07d}.png")
+        """``num_samples`` digits; a conditional run draws a 10x10 grid, one row per class."""
+        if conditional:
+            rows = label_rows(model.num_classes, 10)
+            samples, trajectory = generate(
+                shown, sampler, len(rows), tc.seed, device, record, labels=rows
+            )
+            path = viz.save_grid(samples, sample_dir / f"grid_{step:07d}.png", nrow=10)
+        else:
+            samples, trajectory = generate(shown, sampler, tc.num_samples, tc.seed, device, record)
+            path = viz.save_grid(samples, sample_dir / f"grid_{step:07d}.png")
         tracker.log_image("samples/grid", path, step, caption=f"step {step}")
         return trajectory
 
-    quality = QualityProbe(cfg, shown, sampler, device) if tc.eval_every else None
+    quality = QualityProbe(cfg, shown, sampler, device) if tc.eval_every and ranks.main else None
 
     def evaluate(step: int) -> dict[str, float]:
         metrics = quality.measure()
@@ -230,16 +278,27 @@ def train(
 
     window, wall_start = progress["window"], time.perf_counter()
     stream = batch_stream(len(images), tc.batch_size, tc.seed, start_step=progress["step"])
-    bar = tqdm(total=steps, initial=progress["step"], desc="train", dynamic_ncols=True)
+    bar = tqdm(
+        total=steps,
+        initial=progress["step"],
+        desc="train",
+        dynamic_ncols=True,
+        disable=not ranks.main,
+    )
     with stop_requests() as stop:
         for step in range(progress["step"] + 1, steps + 1):
             step_start = time.perf_counter()
             epoch, idx = next(stream)
             x0 = images[idx.to(device)].contiguous(memory_format=layout)
 
+            y = labels[idx.to(device)] if conditional else None
+            part = ranks.part(len(idx))  # the whole batch for one process
             with autocast():
-                loss = diffusion_loss(forward, schedule, x0, tc.loss_weighting)
-            loss_value = loss.item()  # waits for the device, so the timing below is real
+                loss = diffusion_loss(
+                    forward, schedule, x0, tc.loss_weighting, y, tc.label_dropout, part
+                )
+            # waits for the device, so the timing below is real; summed over ranks' parts
+            loss_value = distributed.sum_all(loss.detach(), ranks).item()
             if not math.isfinite(loss_value):
                 raise NonFiniteLoss(
                     f"loss is {loss_value} at step {step}: training stopped, weights untouched; "
@@ -247,7 +306,8 @@ def train(
                     f"optimizer.lr={cfg.optimizer.lr} or trainer.grad_clip={tc.grad_clip})"
                 )
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            # DDP averages gradients over ranks; each part's loss is over the whole batch size
+            scaler.scale(loss * ranks.world if ranks.world > 1 else loss).backward()
             scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             scaler.step(optimizer)
@@ -264,6 +324,10 @@ def train(
             window["time"] += took
             bar.update(1)
             last = step == steps or progress["train_time_s"] >= budget_s
+            stopping = bool(stop)
+            if ranks.world > 1:  # every rank stops at the same step, or the others would hang
+                flags = torch.tensor([float(last), float(stopping)], device=device)
+                last, stopping = (bool(f > 0) for f in distributed.sum_all(flags, ranks))
 
             if step % tc.log_every == 0 or last:
                 row = {
@@ -279,9 +343,12 @@ def train(
                 window.update(loss=0.0, images=0, time=0.0)
             if last:
                 break
-            if stop:
-                save_checkpoint(keep=False)
-                raise Interrupted(stop[0], step)
+            if stopping:
+                if ranks.main:
+                    save_checkpoint(keep=False)
+                raise Interrupted(stop[0] if stop else signal.SIGTERM, step)
+            if not ranks.main:
+                continue  # the pictures, evaluations and checkpoints below are rank 0's
             if tc.sample_every and step % tc.sample_every == 0:
                 sample_grid(step)
             if tc.eval_every and step % tc.eval_every == 0:
@@ -291,12 +358,13 @@ def train(
     bar.close()
 
     steps = progress["step"]  # fewer than planned when the time budget ran out
-    save_checkpoint(keep=False)
-    trajectory = sample_grid(steps, record=viz.progress_steps(len(schedule)))
-    strip = viz.save_progress(trajectory, sample_dir / "progress.png")
-    tracker.log_image("samples/progress", strip, steps)
     history = progress["history"]
-    viz.plot_loss([s for s, _ in history], [v for _, v in history], run_dir / "loss.png")
+    if ranks.main:
+        save_checkpoint(keep=False)
+        trajectory = sample_grid(steps, record=viz.progress_steps(len(schedule)))
+        strip = viz.save_progress(trajectory, sample_dir / "progress.png")
+        tracker.log_image("samples/progress", strip, steps)
+        viz.plot_loss([s for s, _ in history], [v for _, v in history], run_dir / "loss.png")
 
     summary = {
         "final_loss": history[-1][1] if history else float("nan"),

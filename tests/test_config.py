@@ -135,3 +135,33 @@ def test_damaged_mnist_files_are_one_clear_line(tmp_path, damage):
         mnist(tmp_path, download=False)
     text = str(err.value)
     assert "\n" not in text and str(raw) in text and "train-images-idx3-ubyte" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "appended"),
+    [
+        ([], True),
+        (["trainer.max_steps=5", "-m"], True),
+        (["model=base"], False),
+        (["schedule=cosine"], False),
+        (["recipe=seed"], False),
+        (["+experiment=lr"], False),
+    ],
+)
+def test_bare_command_gets_the_fast_recipe(argv, appended) -> None:
+    from ddpm.run import with_default_recipe
+
+    assert with_default_recipe(argv) == ([*argv, "recipe=fast"] if appended else argv)
+
+
+def test_recipes_compose_to_their_settings(make_cfg) -> None:
+    fast = make_cfg("recipe=fast")
+    assert list(fast.model.channels) == [32, 64, 128]
+    assert fast.schedule._target_.endswith("cosine")
+    assert (fast.optimizer.lr, fast.trainer.ema_decay) == (1e-3, 0.999)
+    seed = make_cfg("model=base")  # naming a model keeps the study note's recipe
+    assert list(seed.model.channels) == [64, 128, 256]
+    assert seed.schedule._target_.endswith("linear")
+    assert (seed.optimizer.lr, seed.trainer.ema_decay) == (2e-4, None)
+    mixed = make_cfg("recipe=fast", "model=base")  # the command line wins over a recipe
+    assert list(mixed.model.channels) == [64, 128, 256] and mixed.optimizer.lr == 1e-3

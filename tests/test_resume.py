@@ -175,7 +175,7 @@ def test_a_missing_resume_checkpoint_is_refused(tmp_path):
 def test_ema_follows_its_recursion_and_resumes_exactly(make_cfg, tmp_path):
     ema_cfg = [
         *TINY,
-        "trainer.ema_decay=0.5",
+        "trainer.ema_decay=0.25",
         "trainer.checkpoint_every=1",
         "trainer.keep_last=null",
     ]
@@ -184,8 +184,9 @@ def test_ema_follows_its_recursion_and_resumes_exactly(make_cfg, tmp_path):
     weights = [checkpoint.load(ckpts / f"step_{s:07d}.pt")["model"] for s in (1, 2, 3)]
     weights.append(checkpoint.load(ckpts / "last.pt")["model"])
     expected = {k: v.clone() for k, v in weights[0].items()}  # the first update copies
-    for w in weights[1:]:
-        expected = {k: 0.5 * expected[k] + 0.5 * w[k] for k in expected}
+    for n, w in enumerate(weights[1:], start=1):
+        d = min(0.25, (1 + n) / (10 + n))  # warm-up 2/11, then the set 0.25, 0.25
+        expected = {k: d * expected[k] + (1 - d) * w[k] for k in expected}
     last = checkpoint.load(ckpts / "last.pt")
     assert last["ema_updates"] == 4
     for k, v in expected.items():

@@ -72,16 +72,43 @@ def loss_weight(
     return {"x0": clipped, "eps": clipped / snr, "v": clipped / (snr + 1)}[prediction]
 
 
+def drop_labels(labels: Tensor, p: float, null_label: int) -> Tensor:
+    """Each label replaced by ``null_label`` with probability ``p`` (classifier-free guidance
+    training: the same network learns the unconditional prediction)."""
+    if p <= 0:
+        return labels
+    dropped = torch.rand(labels.shape, device=labels.device) < p
+    return torch.where(dropped, torch.full_like(labels, null_label), labels)
+
+
 def diffusion_loss(
-    model: nn.Module, schedule: NoiseSchedule, x0: Tensor, weighting: str = "none"
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    weighting: str = "none",
+    labels: Tensor | None = None,
+    label_dropout: float = 0.0,
+    part: slice = slice(None),
 ) -> Tensor:
-    """The DDPM training loss on a batch: t ~ U[0, T), eps ~ N(0, I), MSE to the target."""
-    t = torch.randint(0, len(schedule), (x0.shape[0],), device=x0.device)
+    """The DDPM training loss on a batch: t ~ U[0, T), eps ~ N(0, I), MSE to the target.
+
+    ``labels`` (conditional models) are dropped to the null label at rate ``label_dropout``.
+    ``part`` selects the images this process computes (data-parallel ranks): every rank draws
+    t, noise and dropout for the whole batch from the same RNG stream, so the split cannot
+    change them, and returns its part's sum over the whole batch's size; the ranks' gradient
+    average (times the number of ranks) is then exactly the whole batch's mean.
+    """
+    size = x0.shape[0]
+    t = torch.randint(0, len(schedule), (size,), device=x0.device)
     noise = torch.randn_like(x0)
+    if labels is not None:
+        labels = drop_labels(labels, label_dropout, model.null_label)[part]
+    x0, t, noise = x0[part], t[part], noise[part]
     x_t = schedule.q_sample(x0, t, noise)
-    output = model(x_t, t)
+    output = model(x_t, t) if labels is None else model(x_t, t, labels)
     goal = target(model.prediction, x0, noise, t, schedule)
-    if weighting == "none":
+    if weighting == "none" and part == slice(None):
         return F.mse_loss(output, goal)
     per_sample = (output - goal).pow(2).flatten(1).mean(1)
-    return (loss_weight(model.prediction, weighting, t, schedule) * per_sample).mean()
+    weights = loss_weight(model.prediction, weighting, t, schedule)
+    return (weights * per_sample).sum() / size

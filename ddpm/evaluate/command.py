@@ -38,17 +38,33 @@ def sample_images(
     seed: int,
     device: torch.device,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``num`` samples on the CPU, drawn ``batch_size`` at a time; batch i uses its own seed."""
+    """``num`` samples on the CPU, drawn ``batch_size`` at a time; batch i uses its own seed.
+    ``labels`` (``num`` of them) for a conditional model."""
     out = []
     for i, start in enumerate(range(0, num, batch_size)):
         n = min(batch_size, num - start)
         images, _ = generate(
-            model, sampler, n, seed * 1_000_003 + i, device, record=None, progress=progress
+            model,
+            sampler,
+            n,
+            seed * 1_000_003 + i,
+            device,
+            record=None,
+            progress=progress,
+            labels=None if labels is None else labels[start : start + n],
         )
         out.append(images.detach().cpu())
         log.info("sampled %d/%d", start + n, num)
     return torch.cat(out)
+
+
+def balanced_labels(model: nn.Module, num: int) -> torch.Tensor | None:
+    """0, 1, ..., 9, 0, 1, ... for a conditional model (every class equally often), else None:
+    FID then compares against a class-balanced test set, as for unconditional samples."""
+    classes = getattr(model, "num_classes", None)
+    return None if classes is None else torch.arange(num) % classes
 
 
 def _check(cfg: DictConfig) -> None:
@@ -63,12 +79,20 @@ def _check(cfg: DictConfig) -> None:
 
 
 def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
-    """Samples ``cfg.num_samples`` images from the run, measures them, writes the JSON."""
+    """Samples ``cfg.num_samples`` images from the run, measures them, writes the JSON.
+
+    A conditional run draws every class equally often at ``sampler.guidance_scale`` and also
+    reports the label accuracy (overall and per class).
+    """
     _check(cfg)
     job = load_for_sampling(cfg)
     model, sampler, path, device = job.model, job.sampler, job.checkpoint, job.device
     steps = len(sampler.timesteps)
     name = f"{sampler_name}_{steps}_n{cfg.num_samples}"
+    if getattr(model, "num_classes", None) is not None:
+        name += f"_w{sampler.guidance_scale:g}"  # conditional: one file per guidance scale
+    if not cfg.get("ema", True):
+        name += "_raw"  # the raw weights of a run that kept an EMA
     default_out = output_dir(None, cfg.run_dir, path, "eval", name)
     out = (
         Path(cfg.out).expanduser() if cfg.out else default_out.with_name(default_out.name + ".json")
@@ -76,12 +100,13 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
     evaluator, reference = load_evaluator(cfg.evaluator_dir, device, data_root=cfg.data_root)
 
     start = time.perf_counter()
+    labels = balanced_labels(model, cfg.num_samples)
     images = sample_images(
-        model, sampler, cfg.num_samples, cfg.batch_size, cfg.seed, device, cfg.progress
+        model, sampler, cfg.num_samples, cfg.batch_size, cfg.seed, device, cfg.progress, labels
     )
     sample_s = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = evaluate_images(images, evaluator, reference, seed=cfg.seed)
+    metrics = evaluate_images(images, evaluator, reference, seed=cfg.seed, labels=labels)
     eval_s = time.perf_counter() - start
     train_step = job.step
 
@@ -91,6 +116,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
         "step": train_step,
         "sampler": sampler_name,
         "steps": steps,
+        "guidance_scale": sampler.guidance_scale if labels is not None else None,
         "num_samples": cfg.num_samples,
         "seed": cfg.seed,
         "device": str(device),

@@ -8,6 +8,8 @@
   reference subset of the samples' size (the method compares equal-size sets).
 - ``class_entropy`` (nats; ``class_entropy_norm`` divides by log 10), ``confident_share``
   (max softmax >= 0.9) and ``class_share_<c>``: how the evaluator classifies the samples.
+- ``label_accuracy`` (and ``label_accuracy_<c>``), conditional samples only: the share the
+  evaluator reads as the label each was drawn for.
 
 Features are computed once per image and shared by every metric.
 """
@@ -154,11 +156,22 @@ def class_coverage(logits: Tensor, confident: float = CONFIDENT) -> dict[str, fl
     return out
 
 
+def label_accuracy(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """How often the evaluator reads a conditional sample as the label it was drawn for:
+    ``label_accuracy`` overall and ``label_accuracy_<c>`` per requested class."""
+    hit = (logits.argmax(1) == labels.to(logits.device)).to(torch.float64)
+    out = {"label_accuracy": float(hit.mean())}
+    for c in sorted(set(labels.tolist())):
+        out[f"label_accuracy_{c}"] = float(hit[labels == c].mean())
+    return out
+
+
 def evaluate_features(
     features: Tensor,
     logits: Tensor,
     reference: Reference,
     *,
+    labels: Tensor | None = None,
     k: int = K_NEIGHBOURS,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
@@ -174,6 +187,7 @@ def evaluate_features(
         "precision": precision,
         "recall": recall,
         **class_coverage(logits),
+        **(label_accuracy(logits, labels) if labels is not None else {}),
     }
 
 
@@ -187,8 +201,10 @@ def evaluate_images(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     seed: int = 0,
+    labels: Tensor | None = None,
 ) -> dict[str, float]:
-    """FID, KID, precision/recall and class coverage of ``images`` (N, 1, 28, 28) in [-1, 1].
+    """FID, KID, precision/recall and class coverage of ``images`` (N, 1, 28, 28) in [-1, 1];
+    with ``labels`` (what each image was drawn as), also the label accuracy.
 
     ``evaluator``/``reference`` default to the cached MNIST evaluator and its MNIST-test
     reference (:func:`ddpm.evaluate.cache.load_evaluator`, built on first use). Images are
@@ -211,4 +227,5 @@ def evaluate_images(
         kid_subsets=kid_subsets,
         kid_subset_size=kid_subset_size,
         seed=seed,
+        labels=labels,
     )

@@ -63,6 +63,7 @@ class UNet(nn.Module):
         in_channels: int = 1,
         image_size: int = 28,
         prediction: str = "eps",
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         channels = list(channels)
@@ -81,6 +82,14 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
         )
+        # Class conditioning: one learned vector per label, added to the time embedding, plus
+        # a "no label" vector at index num_classes, which is what classifier-free guidance's
+        # unconditional prediction uses (and what label dropout trains).
+        self.num_classes = num_classes
+        if num_classes is not None:
+            if num_classes < 1:
+                raise ValueError(f"model.num_classes={num_classes}: null or an integer >= 1")
+            self.label_embedding = nn.Embedding(num_classes + 1, time_dim)
 
         def block(c_in: int, c_out: int, kind: str) -> Block:
             return Block(c_in, c_out, time_dim, norm_groups, kind)
@@ -95,8 +104,22 @@ class UNet(nn.Module):
         self.ups.append(block(2 * channels[0], channels[0], "plain"))
         self.out = nn.Conv2d(channels[0], in_channels, 1)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    @property
+    def null_label(self) -> int:
+        """The label index that means "unconditional" (only for conditional models)."""
+        if self.num_classes is None:
+            raise ValueError("an unconditional model (model.num_classes=null) takes no labels")
+        return self.num_classes
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """``labels``: class per image, ``null_label`` for none; None = all unconditional."""
         t_emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
+        if self.num_classes is not None:
+            if labels is None:
+                labels = torch.full_like(t, self.null_label)
+            t_emb = t_emb + self.label_embedding(labels)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional model (model.num_classes=null)")
         skips = []
         h = x
         for down in self.downs:

@@ -2,7 +2,8 @@
 
 A sampler reads the schedule's tables (respaced to its own timesteps when it skips steps) and
 never re-derives them. ``step`` maps (x0 estimate, x_t, row i of the table) to the next state;
-``sample`` runs the network and the steps from pure noise to an image. ``starting_at(t)``
+``sample`` runs the network and the steps from pure noise to an image, optionally conditioned
+on class labels with classifier-free guidance (``guidance_scale``). ``starting_at(t)``
 gives the same sampler on a plan that begins at timestep t instead of T-1, for starting the
 reverse process from a partly noised image (``ddpm.denoise``).
 """
@@ -37,14 +38,26 @@ def spaced_timesteps(num_timesteps: int, steps: int | None) -> list[int]:
 
 
 class Sampler:
-    """Base class: subclasses implement :meth:`step`."""
+    """Base class: subclasses implement :meth:`step`.
+
+    ``guidance_scale`` w (conditional models, when labels are given): the network output is
+    uncond + w (cond - uncond) (Ho & Salimans 2022); w=0 is the unconditional model, w=1 the
+    plain conditional one, w>1 trades diversity for fidelity to the label.
+    """
 
     def __init__(
-        self, schedule: NoiseSchedule, steps: int | None = None, clip_x0: bool = True
+        self,
+        schedule: NoiseSchedule,
+        steps: int | None = None,
+        clip_x0: bool = True,
+        guidance_scale: float = 1.0,
     ) -> None:
+        if guidance_scale < 0:
+            raise ValueError(f"sampler.guidance_scale={guidance_scale!r}: a number >= 0")
         self.schedule = schedule
         self.steps = steps
         self.clip_x0 = clip_x0
+        self.guidance_scale = float(guidance_scale)
         self.table = self._plan(len(schedule) - 1)
 
     def _plan(self, start_t: int) -> NoiseSchedule:
@@ -88,10 +101,33 @@ class Sampler:
         """One reverse step from row ``i`` of :attr:`table` to row ``i - 1`` (or to x0 at 0)."""
         raise NotImplementedError
 
-    def predict_x0(self, model: nn.Module, x_t: Tensor, i: int) -> Tensor:
+    def predict(
+        self, model: nn.Module, x_t: Tensor, t: Tensor, labels: Tensor | None = None
+    ) -> Tensor:
+        """The network output at (x_t, t), guided toward ``labels`` when given.
+
+        Guidance evaluates the conditional and unconditional predictions in one batched call;
+        scale 1 and 0 need only one of them and return it unchanged.
+        """
+        if labels is None:
+            return model(x_t, t)
+        w = self.guidance_scale
+        if w == 1.0:
+            return model(x_t, t, labels)
+        null = torch.full_like(labels, model.null_label)
+        if w == 0.0:
+            return model(x_t, t, null)
+        both = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]))
+        cond, uncond = both.chunk(2)
+        return uncond + w * (cond - uncond)
+
+    def predict_x0(
+        self, model: nn.Module, x_t: Tensor, i: int, labels: Tensor | None = None
+    ) -> Tensor:
         t = self.table.timesteps[i].expand(x_t.shape[0]).to(x_t.device)
         row = torch.full_like(t, i)
-        x0 = to_x0(model.prediction, model(x_t, t), x_t, row, self.table)
+        output = self.predict(model, x_t, t, labels)
+        x0 = to_x0(model.prediction, output, x_t, row, self.table)
         return x0.clamp(-1.0, 1.0) if self.clip_x0 else x0
 
     @torch.no_grad()
@@ -105,9 +141,11 @@ class Sampler:
         x_T: Tensor | None = None,
         record: Sequence[int] = (),
         progress: bool = False,
+        labels: Tensor | None = None,
     ) -> tuple[Tensor, dict[int, Tensor]]:
         """Images from noise (or from ``x_T`` at the plan's first timestep), and the first
-        image's state after each step in ``record``.
+        image's state after each step in ``record``. ``labels`` (one class per image) makes a
+        conditional model draw those classes.
 
         ``record`` holds original timesteps; each is matched to the nearest visited one.
         """
@@ -118,12 +156,16 @@ class Sampler:
             if x_T is not None
             else torch.randn(tuple(shape), device=device, generator=generator)
         )
+        if labels is not None:
+            labels = labels.to(device)
+            if labels.shape != (x.shape[0],):
+                raise ValueError(f"labels of shape {tuple(labels.shape)}: one per image")
         visited = self.table.timesteps.tolist()
         wanted = {min(range(len(visited)), key=lambda i: abs(visited[i] - t)): t for t in record}
         trajectory: dict[int, Tensor] = {}
         rows = range(len(visited) - 1, -1, -1)
         for i in tqdm(rows, desc=type(self).__name__, disable=not progress, leave=False):
-            x = self.step(self.predict_x0(model, x, i), x, i, generator)
+            x = self.step(self.predict_x0(model, x, i, labels), x, i, generator)
             if i in wanted:
                 trajectory[wanted[i]] = x[0].detach().cpu()
         return x, trajectory

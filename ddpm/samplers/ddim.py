@@ -29,10 +29,11 @@ class DDIMSampler(Sampler):
         steps: int | None = 50,
         eta: float = 0.0,
         clip_x0: bool = True,
+        guidance_scale: float = 1.0,
     ) -> None:
         if eta < 0:
             raise ValueError(f"sampler.eta={eta!r}: a number >= 0")
-        super().__init__(schedule, steps=steps, clip_x0=clip_x0)
+        super().__init__(schedule, steps=steps, clip_x0=clip_x0, guidance_scale=guidance_scale)
         self.eta = float(eta)
 
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:

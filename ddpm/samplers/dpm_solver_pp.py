@@ -28,9 +28,13 @@ class DPMSolverPPSampler(Sampler):
     """
 
     def __init__(
-        self, schedule: NoiseSchedule, steps: int | None = 20, clip_x0: bool = True
+        self,
+        schedule: NoiseSchedule,
+        steps: int | None = 20,
+        clip_x0: bool = True,
+        guidance_scale: float = 1.0,
     ) -> None:
-        super().__init__(schedule, steps=steps, clip_x0=clip_x0)
+        super().__init__(schedule, steps=steps, clip_x0=clip_x0, guidance_scale=guidance_scale)
         self._prev: tuple[int, Tensor] | None = None
 
     def reset(self) -> None:
