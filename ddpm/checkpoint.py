@@ -72,7 +72,9 @@ def capture_rng() -> dict[str, Any]:
         "python": _to_lists(random.getstate()),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # The current device's stream: under torchrun every rank's is the same, and each rank
+        # restores it into its own device (another rank's view of cuda:r never advanced).
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -90,7 +92,10 @@ def restore_rng(state: dict[str, Any]) -> None:
     )
     random.setstate(_to_tuples(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        if isinstance(state["cuda"], list):  # older checkpoints: every device's stream
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            torch.cuda.set_rng_state(state["cuda"])
 
 
 def _to_lists(value: Any) -> Any:

@@ -132,6 +132,13 @@ def validate(cfg: DictConfig) -> None:
     ):
         _fail("optimizer.weight_decay", o.weight_decay, "a number >= 0")
     validate_sampler(cfg.sampler, cfg.schedule.timesteps)
+    classes = cfg.dataset.get("classes")
+    if classes is not None and not (
+        OmegaConf.is_list(classes)
+        and len(classes) > 0
+        and all(_is_number(c, int) and 0 <= c <= 9 for c in classes)
+    ):
+        _fail("dataset.classes", classes, "null or a non-empty list of digits 0..9")
     mode = cfg.logger.get("mode")
     if mode is not None and mode not in ("auto", "online", "offline", "disabled"):
         _fail("logger.mode", mode, "one of auto, online, offline, disabled")

@@ -52,7 +52,8 @@ def mnist(
     ``classes`` keeps only those digits (labels unchanged), e.g. a quick two-class model.
     """
     if classes is not None and (
-        not classes or not all(isinstance(c, int) and 0 <= c <= 9 for c in classes)
+        not classes
+        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 9 for c in classes)
     ):
         raise UserError(f"dataset.classes={list(classes)!r}: null or a non-empty list of 0..9")
     from torchvision.datasets import MNIST

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -60,8 +61,11 @@ def setup(device: torch.device) -> Ranks:
     if not launched():
         return SINGLE
     if not dist.is_initialized():
+        if device.type == "cuda":  # before the first NCCL call: one GPU per rank
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        # Ranks wait for rank 0's grids and evaluations at the next collective: allow an hour.
+        dist.init_process_group(backend=backend, timeout=timedelta(hours=1))
     return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 

@@ -6,6 +6,7 @@ Returns :func:`objective` (final FID, or final loss), so Hydra sweepers can mini
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -46,6 +47,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """
     validate(cfg)
     ranks = distributed.setup(pick_device(cfg.trainer.device))
+    if ranks.world > cfg.trainer.batch_size:
+        distributed.teardown()
+        raise UserError(
+            f"trainer.batch_size={cfg.trainer.batch_size}: the global batch, at least one "
+            f"image per process ({ranks.world} processes)"
+        )
     try:
         return _run(cfg, _shared_run_dir(run_dir, ranks), ranks)
     finally:
@@ -106,7 +113,7 @@ def objective(cfg: DictConfig, summary: dict) -> float:
     both); FID ranks any two runs measured with the same ``trainer.eval_samples``.
     """
     key = "fid" if cfg.trainer.eval_every else "final_loss"
-    return float(summary[key])
+    return float(summary.get(key, math.nan))  # NaN on torchrun ranks > 0: rank 0 measures
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

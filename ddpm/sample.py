@@ -51,7 +51,7 @@ def requested_labels(cfg: DictConfig, model: nn.Module) -> torch.Tensor | None:
     if mode is not None:
         if label is not None or mode != "all":
             raise UserError(f"labels={mode!r}: allowed all (and no label= with it)")
-        return label_rows(classes, classes)
+        return label_rows(classes, 10)  # ten per class, one row each
     wanted = list(label) if OmegaConf.is_list(label) else [label]
     if not wanted or not all(isinstance(c, int) and 0 <= c < classes for c in wanted):
         raise UserError(f"label={label!r}: a class 0..{classes - 1} or a non-empty list of them")

@@ -268,7 +268,12 @@ def train(
         tracker.log_image("samples/grid", path, step, caption=f"step {step}")
         return trajectory
 
-    quality = QualityProbe(cfg, shown, sampler, device) if tc.eval_every and ranks.main else None
+    quality = None
+    if tc.eval_every and ranks.main:
+        # Building the evaluator (first use) seeds torch: keep the training streams, which
+        # every rank must share, untouched.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            quality = QualityProbe(cfg, shown, sampler, device)
 
     def evaluate(step: int) -> dict[str, float]:
         metrics = quality.measure()

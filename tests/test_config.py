@@ -55,6 +55,11 @@ INVALID = [
     (["sampler=ddim", "sampler.eta=-1"], "sampler.eta=-1: a number >= 0"),
     (["logger.mode=sometimes"], "logger.mode='sometimes': one of auto, online"),
     (["+lr=1"], "lr=1: unknown key; allowed: dataset"),
+    (["model.num_classes=0"], "model.num_classes=0: an integer >= 1, or null"),
+    (["trainer.label_dropout=1.0"], "trainer.label_dropout=1.0: a probability in [0, 1)"),
+    (["sampler.guidance_scale=-1"], "sampler.guidance_scale=-1: a number >= 0"),
+    (["dataset.classes=3"], "dataset.classes=3: null or a non-empty list of digits 0..9"),
+    (["dataset.classes=[1,12]"], "dataset.classes=[1, 12]: null or a non-empty list"),
 ]
 
 
