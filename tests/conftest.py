@@ -83,14 +83,18 @@ class GaussianOracle(torch.nn.Module):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished TINY training run (T=20, 4 steps) for the commands that read runs back."""
+    return train_tiny(tmp_path_factory.mktemp("tiny_run"))
+
+
+def train_tiny(run_dir: Path, *overrides: str) -> Path:
+    """Trains TINY (plus ``overrides``) into ``run_dir``; skips the test without MNIST."""
     if not HAVE_MNIST:
         pytest.skip(f"no MNIST under {DATA_ROOT}")
     from ddpm.run import run
 
-    run_dir = tmp_path_factory.mktemp("tiny_run")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*TINY, "logger=none"])
+        cfg = compose(config_name="config", overrides=[*TINY, "logger=none", *overrides])
     GlobalHydra.instance().clear()
     run(cfg, run_dir)
     return run_dir

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, needs_mnist, run_module
+from conftest import needs_mnist, run_module
 
 from ddpm.diffusion.objective import diffusion_loss, drop_labels
 from ddpm.diffusion.schedule import linear as linear_schedule
@@ -197,18 +197,6 @@ def test_sample_command_refuses_labels_for_unconditional_runs(tiny_run) -> None:
 @pytest.fixture(scope="module")
 def tiny_conditional_run(tmp_path_factory: pytest.TempPathFactory):
     """A TINY conditional run (10 classes, 4 steps) for the sample command tests."""
-    from conftest import CONF, HAVE_MNIST
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from conftest import train_tiny
 
-    from ddpm.run import run
-
-    if not HAVE_MNIST:
-        pytest.skip("no MNIST")
-    run_dir = tmp_path_factory.mktemp("tiny_conditional")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*TINY, "model.num_classes=10"])
-    GlobalHydra.instance().clear()
-    run(cfg, run_dir)
-    return run_dir
+    return train_tiny(tmp_path_factory.mktemp("tiny_conditional"), "model.num_classes=10")
