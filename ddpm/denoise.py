@@ -198,7 +198,7 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
         job.checkpoint,
         job.device,
     )
-    name = f"{sampler_name}_{len(sampler.timesteps)}" + ("" if cfg.get("ema", True) else "_raw")
+    name = job.tagged(f"{sampler_name}_{len(sampler.timesteps)}")
     out = output_dir(cfg.out_dir, cfg.run_dir, ckpt, "denoise", name)
 
     count = max(cfg.num_images, cfg.num_eval)

@@ -47,13 +47,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """
     validate(cfg)
     ranks = distributed.setup(pick_device(cfg.trainer.device))
-    if ranks.world > cfg.trainer.batch_size:
-        distributed.teardown()
-        raise UserError(
-            f"trainer.batch_size={cfg.trainer.batch_size}: the global batch, at least one "
-            f"image per process ({ranks.world} processes)"
-        )
     try:
+        if ranks.world > cfg.trainer.batch_size:
+            raise UserError(
+                f"trainer.batch_size={cfg.trainer.batch_size}: the global batch, at least one "
+                f"image per process ({ranks.world} processes)"
+            )
         return _run(cfg, _shared_run_dir(run_dir, ranks), ranks)
     finally:
         distributed.teardown()

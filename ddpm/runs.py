@@ -118,6 +118,12 @@ class SamplingJob:
     checkpoint: Path
     device: torch.device
     step: int | None  # the training step the checkpoint was written at
+    ema: bool = True  # the run's EMA weights were asked for (``ema=false``: the raw ones)
+
+    def tagged(self, name: str) -> str:
+        """An output name; ``_raw`` marks outputs of the raw weights, so they never share a
+        file or folder with the EMA's."""
+        return name if self.ema else f"{name}_raw"
 
 
 def load_for_sampling(cfg: DictConfig) -> SamplingJob:
@@ -131,4 +137,4 @@ def load_for_sampling(cfg: DictConfig) -> SamplingJob:
     run_cfg, model, schedule, step = _rebuild(path, device, use_ema)
     validate_sampler(cfg.sampler, len(schedule))
     sampler = instantiate(cfg.sampler, schedule=schedule)
-    return SamplingJob(run_cfg, model, schedule, sampler, path, device, step)
+    return SamplingJob(run_cfg, model, schedule, sampler, path, device, step, use_ema)

@@ -90,8 +90,7 @@ def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
         classes = dict.fromkeys(labels.tolist())  # in order, once each
         what = "all" if cfg.get("labels") else "-".join(str(c) for c in classes)
         name += f"_label{what}_w{sampler.guidance_scale:g}"
-    if not cfg.get("ema", True):
-        name += "_raw"
+    name = job.tagged(name)
     out = output_dir(cfg.out_dir, cfg.run_dir, ckpt, "samples", name)
     num = cfg.num_samples if labels is None else len(labels)
 

@@ -256,15 +256,12 @@ def train(
 
     def sample_grid(step: int, record: list[int] | None = None) -> dict[int, torch.Tensor]:
         """``num_samples`` digits; a conditional run draws a 10x10 grid, one row per class."""
-        if conditional:
-            rows = label_rows(model.num_classes, 10)
-            samples, trajectory = generate(
-                shown, sampler, len(rows), tc.seed, device, record, labels=rows
-            )
-            path = viz.save_grid(samples, sample_dir / f"grid_{step:07d}.png", nrow=10)
-        else:
-            samples, trajectory = generate(shown, sampler, tc.num_samples, tc.seed, device, record)
-            path = viz.save_grid(samples, sample_dir / f"grid_{step:07d}.png")
+        rows = label_rows(model.num_classes, 10) if conditional else None
+        num = tc.num_samples if rows is None else len(rows)
+        samples, trajectory = generate(shown, sampler, num, tc.seed, device, record, labels=rows)
+        path = viz.save_grid(
+            samples, sample_dir / f"grid_{step:07d}.png", nrow=8 if rows is None else 10
+        )
         tracker.log_image("samples/grid", path, step, caption=f"step {step}")
         return trajectory
 

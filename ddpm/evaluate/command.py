@@ -91,8 +91,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
     name = f"{sampler_name}_{steps}_n{cfg.num_samples}"
     if getattr(model, "num_classes", None) is not None:
         name += f"_w{sampler.guidance_scale:g}"  # conditional: one file per guidance scale
-    if not cfg.get("ema", True):
-        name += "_raw"  # the raw weights of a run that kept an EMA
+    name = job.tagged(name)
     default_out = output_dir(None, cfg.run_dir, path, "eval", name)
     out = (
         Path(cfg.out).expanduser() if cfg.out else default_out.with_name(default_out.name + ".json")
