@@ -15,19 +15,21 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
-import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ddpm.cli import hydra_command
+from ddpm.config import Parts, build_parts
 from ddpm.data import batch_stream
-from ddpm.diffusion.objective import diffusion_loss
-from ddpm.errors import one_line_errors
-from ddpm.runs import pick_device
+from ddpm.devices import pick_device
 from ddpm.samplers import AncestralSampler
-from ddpm.train import generate, precision_context
+from ddpm.sampling import generate
+from ddpm.training.settings import TrainerSettings
+from ddpm.training.state import TrainState
+from ddpm.training.step import make_train_step
 
 log = logging.getLogger("ddpm")
 
@@ -51,67 +53,62 @@ def reference_batches(root: str, batch_size: int, workers: int) -> Iterator[torc
             yield x
 
 
-def train_rate(step: Callable[[], int], warmup: int, steps: int) -> float:
-    """Images per second over ``steps`` training steps after ``warmup`` untimed ones."""
+def train_rate(step: Callable[[], tuple[int, torch.Tensor]], warmup: int, steps: int) -> float:
+    """Images per second over ``steps`` training steps after ``warmup`` untimed ones; the
+    last loss is read back, so queued GPU work is inside the timing."""
     for _ in range(warmup):
-        step()
+        step()[1].item()
     start, images = time.perf_counter(), 0
     for _ in range(steps):
-        images += step()
+        n, loss = step()
+        images += n
+    loss.item()
     return images / (time.perf_counter() - start)
 
 
 def make_step(
-    model,
-    schedule,
+    parts: Parts,
     batches: Iterator[torch.Tensor],
-    device,
-    channels_last: bool = False,
-    precision: str = "fp32",
-    compile: bool = False,
-):
-    """One training step (as in ``ddpm.train``) on the next batch; returns its image count."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=fmt)
-    forward = torch.compile(model) if compile else model
-    autocast = precision_context(precision, device)
+    settings: TrainerSettings,
+    device: torch.device,
+) -> Callable[[], tuple[int, torch.Tensor]]:
+    """The training loop's own step (:func:`ddpm.training.step.make_train_step`) on the next
+    batch; returns the batch size and the loss (a device tensor)."""
+    state = TrainState.create(parts.model, parts.optimizer, settings.ema_decay)
+    step_fn = make_train_step(state, parts.schedule, settings, device)
 
-    def step() -> int:
-        x0 = next(batches).to(device, memory_format=fmt)
-        with autocast():
-            loss = diffusion_loss(forward, schedule, x0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        loss.item()
-        return len(x0)
+    def step() -> tuple[int, torch.Tensor]:
+        x0 = next(batches).to(device)
+        loss, _ = step_fn(x0, None)
+        return len(x0), loss
 
     return step
 
 
 def bench(cfg: DictConfig) -> dict:
     b = cfg.bench
-    device = pick_device(cfg.trainer.device)
-    torch.manual_seed(0)
-    schedule = instantiate(cfg.schedule).to(device)
-    data = instantiate(cfg.dataset)
-    images = data.images.to(device)
+    device = pick_device(cfg.device)
+    ours, reference = build_parts(cfg, device), build_parts(cfg, device)
+    settings = ours.settings
+    schedule = ours.schedule
+    images = ours.dataset.load().images.to(device)
 
     def ours_batches() -> Iterator[torch.Tensor]:
-        for _, idx in batch_stream(len(images), cfg.trainer.batch_size, 0):
+        for _, idx in batch_stream(len(images), settings.batch_size, 0):
             yield images[idx.to(device)]
 
-    ref_model = instantiate(cfg.model).to(device)
-    our_model = instantiate(cfg.model).to(device)
-    tc = cfg.trainer
+    # The seed's way: torchvision's DataLoader, fp32, default layout, no EMA, no compile.
+    seed_way = replace(
+        settings, precision="fp32", channels_last=False, compile=False, ema_decay=None
+    )
     ref_step = make_step(
-        ref_model, schedule, reference_batches(cfg.dataset.root, tc.batch_size, 2), device
+        reference,
+        reference_batches(cfg.dataset.root, settings.batch_size, 2),
+        seed_way,
+        device,
     )
-    our_step = make_step(
-        our_model, schedule, ours_batches(), device, tc.channels_last, tc.precision, tc.compile
-    )
+    our_step = make_step(ours, ours_batches(), settings, device)
+    our_model = ours.model
 
     rates: dict[str, list[float]] = {"reference": [], "ours": []}
     for r in range(b.rounds):
@@ -133,7 +130,7 @@ def bench(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     generate(our_model, ancestral, n, 0, device)
     ref_per_digit = (time.perf_counter() - start) / n * len(schedule) / b.ancestral_steps_timed
-    fast = instantiate(cfg.sampler, schedule=schedule)
+    fast = ours.sampler
     start = time.perf_counter()
     generate(our_model, fast, n, 0, device)
     fast_per_digit = (time.perf_counter() - start) / n
@@ -141,7 +138,7 @@ def bench(cfg: DictConfig) -> dict:
     result = {
         "device": str(device),
         "model_parameters": sum(p.numel() for p in our_model.parameters()),
-        "batch_size": cfg.trainer.batch_size,
+        "batch_size": settings.batch_size,
         "train_images_per_s": {"reference": ref_train, "ours": our_train},
         "train_ratio": our_train / ref_train,
         "sample_seconds_per_digit": {
@@ -151,13 +148,11 @@ def bench(cfg: DictConfig) -> dict:
         "sample_ratio": ref_per_digit / fast_per_digit,
         "threads": torch.get_num_threads(),
         "settings": OmegaConf.to_container(b, resolve=True),
-        "ours": {k: tc[k] for k in ("channels_last", "precision", "compile")},
+        "ours": {k: getattr(settings, k) for k in ("channels_last", "precision", "compile")},
     }
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
-@one_line_errors
 def main(cfg: DictConfig) -> None:
     result = bench(cfg)
     tr, sp = result["train_images_per_s"], result["sample_seconds_per_digit"]
@@ -170,9 +165,13 @@ def main(cfg: DictConfig) -> None:
         f"sample {ref_name} {ref_s:.3f} s/digit | {fast_name} {fast_s:.4f} s/digit "
         f"| ratio {result['sample_ratio']:.1f}x"
     )
-    if cfg.bench.out:
-        Path(cfg.bench.out).write_text(json.dumps(result, indent=2) + "\n")
+    if cfg.out_dir:
+        out = Path(cfg.out_dir).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
 
+
+cli = hydra_command("ddpm-bench", __doc__, "bench", main)
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -8,16 +8,15 @@ the sweep dir.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from ddpm.cli import hydra_command
 from ddpm.errors import UserError
 from ddpm.tracking import read_metrics
 
@@ -72,6 +71,10 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
     for job in jobs:
         varied = [o for o in job.overrides if o not in common]
         job.label = ",".join(varied) or job.path.name
+    labels = [j.label for j in jobs]
+    for job in jobs:  # jobs with the same overrides (a repeated run) are told apart by folder
+        if labels.count(job.label) > 1:
+            job.label = f"{job.label} (#{job.path.name})"
     return jobs
 
 
@@ -109,8 +112,15 @@ def plot(jobs: list[Job], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5))
     for job in jobs:
         rows = [r for r in job.metrics if "loss" in r]
-        if rows:
-            ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=job.label, lw=1.3)
+        if rows:  # markers, so a run with a single logged point still shows
+            ax.plot(
+                [r["step"] for r in rows],
+                [r["loss"] for r in rows],
+                label=job.label,
+                lw=1.3,
+                marker="o",
+                ms=3,
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
@@ -123,29 +133,33 @@ def plot(jobs: list[Job], path: Path) -> Path:
     return path
 
 
-def compare(sweep_dir: str | Path) -> str:
-    sweep_dir = Path(sweep_dir)
+def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> str:
+    """The table as markdown; writes comparison.md and comparison.png into ``out_dir``
+    (default: the sweep dir)."""
+    sweep_dir = Path(sweep_dir).expanduser()
     jobs = find_jobs(sweep_dir)
+    out = Path(out_dir).expanduser() if out_dir is not None else sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
     text = table(jobs)
-    (sweep_dir / "comparison.md").write_text(
+    (out / "comparison.md").write_text(
         f"# {sweep_dir.name}\n\n{text}\n\n![loss curves](comparison.png)\n"
     )
-    plot(jobs, sweep_dir / "comparison.png")
+    plot(jobs, out / "comparison.png")
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm.compare", description=__doc__)
-    parser.add_argument("sweep_dir", help="a multirun dir, e.g. outputs/multirun/<date_time>")
-    args = parser.parse_args(argv)
-    try:
-        print(compare(args.sweep_dir))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {Path(args.sweep_dir) / 'comparison.md'} and comparison.png")
-    return 0
+def main(cfg: DictConfig) -> None:
+    print(compare(cfg.sweep_dir, cfg.out_dir))
+    out = Path(cfg.out_dir or cfg.sweep_dir)
+    print(f"wrote {out / 'comparison.md'} and comparison.png")
 
+
+def folder_as_key(argv: list[str]) -> list[str]:
+    """``ddpm-compare DIR`` reads as ``sweep_dir=DIR``."""
+    return [a if "=" in a or a.startswith("-") else f"sweep_dir={a}" for a in argv]
+
+
+cli = hydra_command("ddpm-compare", __doc__, "compare", main, rewrite=folder_as_key)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

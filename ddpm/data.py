@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ddpm.errors import UserError
+from ddpm.errors import UserError, is_int, plain, require
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -41,39 +41,76 @@ def to_model_range(pixels: Tensor) -> Tensor:
     return pixels.to(torch.float32).div(255.0).mul(2.0).sub(1.0)
 
 
+class Mnist:
+    """MNIST through torchvision: what the ``dataset`` group builds.
+
+    The constructor checks the settings (cheap, so a bad config fails before anything is
+    read or created); :meth:`load` reads the split once into a tensor, downloading into
+    ``root`` when the files are missing and ``download`` is true. ``classes`` keeps only
+    those digits (labels unchanged), e.g. a quick two-class model.
+    """
+
+    channels, image_size, num_classes = 1, 28, 10
+
+    def __init__(
+        self,
+        root: str | Path = "data",
+        train: bool = True,
+        download: bool = True,
+        classes: Sequence[int] | None = None,
+    ) -> None:
+        classes = plain(classes)
+        require(
+            classes is None
+            or (isinstance(classes, list) and len(classes) > 0)
+            and all(is_int(c, 0) and c <= 9 for c in classes),
+            "dataset.classes",
+            classes,
+            "null or a non-empty list of digits 0..9",
+        )
+        self.root, self.train, self.download = Path(root).expanduser(), train, download
+        self.classes = classes
+
+    def load(self) -> ImageDataset:
+        from torchvision.datasets import MNIST
+
+        raw = self.root / "MNIST" / "raw"
+        created = [p for p in (self.root, raw.parent, raw) if not p.exists()]
+        try:
+            ds = MNIST(str(self.root), train=self.train, download=self.download)
+        except Exception as err:  # torchvision raises RuntimeError/URLError/OSError offline
+            for folder in reversed(created):  # leave no empty data/MNIST/raw behind
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"dataset.root={str(self.root)!r}: MNIST is missing or unreadable in {raw} "
+                f"({reason}); put {', '.join(MNIST_FILES)} there (uncompressed), or point "
+                "dataset.root (env DDPM_DATA_ROOT) at the folder that holds MNIST/raw"
+            ) from None
+        images, labels = ds.data, ds.targets.clone()
+        if self.classes is not None:
+            keep = torch.isin(labels, torch.tensor(self.classes))
+            images, labels = images[keep], labels[keep]
+        return ImageDataset(to_model_range(images).unsqueeze(1), labels, "mnist")
+
+
 def mnist(
     root: str | Path = "data",
     train: bool = True,
     download: bool = True,
     classes: Sequence[int] | None = None,
 ) -> ImageDataset:
-    """MNIST through torchvision, read once into a tensor; downloads into ``root`` if missing.
+    """MNIST as one tensor (what checkpoints written before :class:`Mnist` name)."""
+    return Mnist(root, train, download, classes).load()
 
-    ``classes`` keeps only those digits (labels unchanged), e.g. a quick two-class model.
-    """
-    if classes is not None and (
-        not classes
-        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 9 for c in classes)
-    ):
-        raise UserError(f"dataset.classes={list(classes)!r}: null or a non-empty list of 0..9")
-    from torchvision.datasets import MNIST
 
-    root = Path(root).expanduser()
-    raw = root / "MNIST" / "raw"
-    try:
-        ds = MNIST(str(root), train=train, download=download)
-    except Exception as err:  # torchvision raises RuntimeError/URLError/OSError offline
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"dataset.root={str(root)!r}: MNIST is missing or unreadable in {raw} ({reason}); "
-            f"put {', '.join(MNIST_FILES)} there (uncompressed), or point dataset.root "
-            f"(env DDPM_DATA_ROOT) at the folder that holds MNIST/raw"
-        ) from None
-    images, labels = ds.data, ds.targets.clone()
-    if classes is not None:
-        keep = torch.isin(labels, torch.tensor(list(classes)))
-        images, labels = images[keep], labels[keep]
-    return ImageDataset(images=to_model_range(images).unsqueeze(1), labels=labels, name="mnist")
+def load_dataset(node: object, **overrides: object) -> ImageDataset:
+    """Builds a ``dataset`` config node and reads it (old configs build the data directly)."""
+    from hydra.utils import instantiate
+
+    built = instantiate(node, **overrides)
+    return built.load() if hasattr(built, "load") else built
 
 
 def batch_stream(

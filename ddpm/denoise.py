@@ -20,23 +20,21 @@ import json
 import logging
 import math
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.transforms.functional import gaussian_blur
 from torchvision.utils import make_grid
 
+from ddpm.cli import hydra_command, sampler_choice
+from ddpm.data import load_dataset
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError, one_line_errors
+from ddpm.errors import UserError
 from ddpm.runs import load_for_sampling, output_dir
-from ddpm.sample import sampler_choice
 from ddpm.samplers.base import Sampler
 from ddpm.viz import plt, to_unit
 
@@ -124,9 +122,9 @@ def _check(cfg: DictConfig) -> None:
 def eval_digits(run_cfg: DictConfig, cfg: DictConfig, count: int) -> Tensor:
     """``count`` MNIST test digits in [-1, 1], a seeded random choice from the test split."""
     overrides: dict[str, Any] = {"train": False}
-    if cfg.data_root is not None:
-        overrides["root"] = cfg.data_root
-    data = instantiate(run_cfg.dataset, **overrides)
+    if cfg.dataset.root is not None:
+        overrides["root"] = cfg.dataset.root
+    data = load_dataset(run_cfg.dataset, **overrides)
     if count > len(data.images):
         raise UserError(f"num_eval={count}: the test split has only {len(data.images)} images")
     order = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(cfg.seed))
@@ -266,12 +264,6 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
     return info
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="denoise")
-@one_line_errors
-def main(cfg: DictConfig) -> None:
-    run_denoise(cfg, sampler_choice())
-
-
 _COMMA_LIST = re.compile(r"^noise_std=([^\[\]'\"=]+,[^\[\]'\"=]+)$")
 
 
@@ -286,6 +278,11 @@ def comma_lists_as_lists(argv: list[str]) -> list[str]:
     return [re.sub(_COMMA_LIST, r"noise_std=[\1]", arg) for arg in argv]
 
 
+def main(cfg: DictConfig) -> None:
+    run_denoise(cfg, sampler_choice())
+
+
+cli = hydra_command("ddpm-denoise", __doc__, "denoise", main, rewrite=comma_lists_as_lists)
+
 if __name__ == "__main__":
-    sys.argv = comma_lists_as_lists(sys.argv)
-    main()
+    cli()

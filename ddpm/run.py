@@ -1,61 +1,77 @@
-"""``python -m ddpm.run``: compose the config, validate it, build the objects, train.
+"""``python -m ddpm.run`` (``ddpm-run``): train a diffusion model from the composed config.
 
-Returns :func:`objective` (final FID, or final loss), so Hydra sweepers can minimise it.
+Config -> objects (:func:`ddpm.config.build_parts`, which is also the validation) -> data ->
+the loop (:mod:`ddpm.training.loop`) -> files and logs in the run dir. Returns
+:func:`objective` (the final FID when measured, else the final loss) for sweepers.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shlex
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm import checkpoint, distributed
-from ddpm.config import check_command_line, validate
+from ddpm.cli import hydra_command, in_sweep
+from ddpm.config import Parts, build_parts, check_top_level
+from ddpm.data import ImageDataset
+from ddpm.devices import pick_device
 from ddpm.errors import UserError
-from ddpm.runs import pick_device
 from ddpm.tracking import SilentTracker
-from ddpm.train import Interrupted, train
+from ddpm.training.loop import Interrupted, train
+from ddpm.training.outputs import RunOutputs
+from ddpm.training.state import TrainState
 
 log = logging.getLogger("ddpm")
 
 
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    """``instantiate``, but a UserError raised inside stays a UserError (one clean line)."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        raise
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Builds every object from ``cfg``, reads the data and trains; returns the summary.
 
-
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Builds every object from ``cfg`` and trains; the summary dict comes back.
-
-    Under torchrun every rank runs this; they share rank 0's run dir and only rank 0 writes.
+    Everything that can be wrong with the config or the data is found before the first file
+    is written. Under torchrun every rank runs this; they share rank 0's run dir and only
+    rank 0 writes.
     """
-    validate(cfg)
-    ranks = distributed.setup(pick_device(cfg.trainer.device))
+    check_top_level(cfg)
+    device = pick_device(cfg.device)
+    ranks = distributed.setup(device)
     try:
-        if ranks.world > cfg.trainer.batch_size:
-            raise UserError(
-                f"trainer.batch_size={cfg.trainer.batch_size}: the global batch, at least one "
-                f"image per process ({ranks.world} processes)"
-            )
-        return _run(cfg, _shared_run_dir(run_dir, ranks), ranks)
+        device = distributed.local_device(device, ranks)
+        parts = build_parts(cfg, device)
+        data = parts.dataset.load()
+        check_fit(parts, data, ranks)
+        return _train(cfg, parts, data, _shared_run_dir(run_dir, ranks), device, ranks)
     finally:
         distributed.teardown()
+
+
+def check_fit(parts: Parts, data: ImageDataset, ranks: distributed.Ranks) -> None:
+    """The model takes the dataset's images and labels; the batch has an image per rank."""
+    model, batch = parts.model, parts.settings.batch_size
+    expected = (model.in_channels, model.image_size, model.image_size)
+    if tuple(data.images.shape[1:]) != expected:
+        raise UserError(
+            f"model.image_size/in_channels={expected} do not match the dataset's images "
+            f"{tuple(data.images.shape[1:])}"
+        )
+    classes = getattr(model, "num_classes", None)
+    if classes is not None and int(data.labels.max()) >= classes:
+        raise UserError(
+            f"model.num_classes={classes}: the dataset has labels up to "
+            f"{int(data.labels.max())}; use num_classes > that"
+        )
+    if ranks.world > batch:
+        raise UserError(
+            f"trainer.batch_size={batch}: the global batch, at least one image per process "
+            f"({ranks.world} processes)"
+        )
 
 
 def _shared_run_dir(run_dir: Path, ranks: distributed.Ranks) -> Path:
@@ -69,39 +85,50 @@ def _shared_run_dir(run_dir: Path, ranks: distributed.Ranks) -> Path:
     return shared
 
 
-def _run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict:
-    torch.manual_seed(cfg.trainer.seed)  # before building: initial weights depend on it
+def _train(
+    cfg: DictConfig,
+    parts: Parts,
+    data: ImageDataset,
+    run_dir: Path,
+    device: Any,
+    ranks: distributed.Ranks,
+) -> dict[str, Any]:
+    settings = parts.settings
     config = OmegaConf.to_container(cfg, resolve=True)
-    start_path = checkpoint.resume_path(cfg.trainer.resume, run_dir)
-    start = checkpoint.load(start_path) if start_path else None
-    resumed = {}
-    if start is not None:
-        start["path"] = str(start_path)
+    state = TrainState.create(parts.model, parts.optimizer, settings.ema_decay)
+    resumed: dict[str, Any] = {}
+    start_path = checkpoint.resume_path(settings.resume, run_dir)
+    if start_path is not None:
+        start = checkpoint.load(start_path)
+        state.load_state_dict(start, start_path)
         resumed = {"resume_step": start["step"], "resume_id": start.get("wandb_run_id")}
-    # kwargs below stay plain data; ranks other than 0 log nothing
-    make_tracker = build(cfg.logger, _partial_=True) if ranks.main else SilentTracker
-    # Opened before anything can fail, so a failing job still leaves a finished, failed run.
-    with make_tracker(run_dir=run_dir, run_config=config, **resumed) as tracker:
-        data = build(cfg.dataset)
-        model = build(cfg.model)
-        expected = (model.in_channels, model.image_size, model.image_size)
-        if tuple(data.images.shape[1:]) != expected:
-            raise UserError(
-                f"model.image_size/in_channels={expected} do not match the dataset's images "
-                f"{tuple(data.images.shape[1:])}"
-            )
-        classes = getattr(model, "num_classes", None)
-        if classes is not None and int(data.labels.max()) >= classes:
-            raise UserError(
-                f"model.num_classes={classes}: the dataset has labels up to "
-                f"{int(data.labels.max())}; use num_classes > that"
-            )
-        schedule = build(cfg.schedule)
-        optimizer = build(cfg.optimizer)(model.parameters())
-        sampler = build(cfg.sampler, schedule=schedule)
-        n_params = sum(p.numel() for p in model.parameters())
-        log.info("model: %s parameters; run dir %s", f"{n_params:,}", run_dir)
-        return train(cfg, model, schedule, optimizer, sampler, data, tracker, run_dir, start, ranks)
+        log.info("resumed at step %d (epoch %d) from %s", state.step, state.epoch, start_path)
+    log_plan(settings, parts, len(data), run_dir)
+    open_tracker = parts.logger if ranks.main else SilentTracker
+    with open_tracker(run_dir=run_dir, run_config=config, **resumed) as tracker:
+        out = RunOutputs(
+            run_dir, state, parts.sampler, settings, tracker, device, config, cfg.dataset.root
+        )
+        return train(settings, state, parts.schedule, data, out, device, ranks)
+
+
+def log_plan(settings: Any, parts: Parts, num_images: int, run_dir: Path) -> None:
+    """What the run is about to do, before it does it."""
+    steps = settings.total_steps(num_images)
+    per_epoch = math.ceil(num_images / settings.batch_size)
+    budget = f", stopping after {settings.max_minutes:g} min" if settings.max_minutes else ""
+    n_params = sum(p.numel() for p in parts.model.parameters())
+    log.info(
+        "plan: %d steps (%.1f epochs of %d images, batch %d)%s; %s, %s parameters; run dir %s",
+        steps,
+        steps / per_epoch,
+        num_images,
+        settings.batch_size,
+        budget,
+        type(parts.model).__name__,
+        f"{n_params:,}",
+        run_dir,
+    )
 
 
 def objective(cfg: DictConfig, summary: dict) -> float:
@@ -115,44 +142,56 @@ def objective(cfg: DictConfig, summary: dict) -> float:
     return float(summary.get(key, math.nan))  # NaN on torchrun ranks > 0: rank 0 measures
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run in its own folder."""
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir")]
+    return shlex.join(["python", "-m", "ddpm.run", *overrides, f"hydra.run.dir={run_dir}"])
+
+
+def report(summary: dict[str, Any], run_dir: Path) -> None:
+    """Where everything went, and the numbers that matter."""
+    quality = f", FID {summary['fid']:.2f}" if "fid" in summary else ""
+    log.info(
+        "done: %d steps, final loss %.4f, %.0f images/s%s\n"
+        "  grids and progress strip: %s\n  loss curve: %s\n  checkpoint: %s\n"
+        "  metrics: %s (summary.json beside it)",
+        summary["steps"],
+        summary["final_loss"],
+        summary["images_per_s"],
+        quality,
+        run_dir / "samples",
+        run_dir / "loss.png",
+        run_dir / "checkpoints" / "last.pt",
+        run_dir / "metrics.jsonl",
+    )
+
+
+def _is_fresh(run_dir: Path) -> bool:
+    """Nothing but Hydra's own files: a folder a failed start may remove."""
+    return run_dir.is_dir() and not any(
+        (run_dir / name).exists() for name in ("checkpoints", "metrics.jsonl", "summary.json")
+    )
+
+
 def main(cfg: DictConfig) -> float:
-    """One training run; returns :func:`objective`: the final FID when ``trainer.eval_every``
-    > 0, else the final loss."""
-    hc = HydraConfig.get()
+    """One training run in Hydra's run dir."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    fresh = _is_fresh(run_dir)
     try:
-        summary = run(cfg, Path(hc.runtime.output_dir))
-    except UserError as err:
-        if hc.mode == RunMode.MULTIRUN:
-            raise  # the sweep reports it after the other jobs have run
-        sys.exit(f"error: {err}")
+        summary = run(cfg, run_dir)
+    except UserError:
+        if fresh and not in_sweep() and _is_fresh(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a bad start leaves no folder behind
+        raise
     except Interrupted as err:
-        log.warning("stopped by %s; continue with the same command (trainer.resume=auto)", err)
+        log.warning("stopped by %s; continue with:\n  %s", err, resume_command(run_dir))
         sys.exit(err.exit_code)
+    if "final_loss" in summary:
+        report(summary, run_dir)
     return objective(cfg, summary)
 
 
-def with_default_recipe(argv: list[str]) -> list[str]:
-    """``recipe=fast`` appended when the command names no model, schedule, recipe or
-    experiment: a bare ``python -m ddpm.run`` trains the best recipe for a CPU budget, while
-    ``model=base`` (or any named model/schedule) keeps the study note's recipe exactly."""
-    keys = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
-    if keys & {"model", "schedule", "recipe", "experiment"}:
-        return argv
-    return [*argv, "recipe=fast"]
-
-
-def cli() -> None:
-    """The console entry: picks the default recipe, and refuses unknown group options in one
-    line before Hydra runs."""
-    argv = with_default_recipe(sys.argv[1:])
-    try:
-        check_command_line(argv)
-    except UserError as err:
-        sys.exit(f"error: {err}")
-    sys.argv[1:] = argv
-    main()
-
+cli = hydra_command("ddpm-run", __doc__, "config", main)
 
 if __name__ == "__main__":
     cli()

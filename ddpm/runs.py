@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ddpm import checkpoint as ckpt
-from ddpm.config import validate_sampler
+from ddpm.config import build
+from ddpm.devices import pick_device
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError
+from ddpm.errors import UserError, require
 from ddpm.samplers.base import Sampler
 
 
@@ -71,19 +72,6 @@ def _rebuild(
     return cfg, model, schedule, step if isinstance(step, int) else None
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` = CUDA when present, else CPU; a named CUDA device must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device={name!r}: allowed auto, cpu, cuda, cuda:<n>") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name!r}: no CUDA device here (use device=cpu or auto)")
-    return device
-
-
 def output_dir(
     out_dir: str | Path | None,
     run_dir: str | Path | None,
@@ -132,9 +120,7 @@ def load_for_sampling(cfg: DictConfig) -> SamplingJob:
     device = pick_device(cfg.device)
     path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
     use_ema = cfg.get("ema", True)
-    if not isinstance(use_ema, bool):
-        raise UserError(f"ema={use_ema!r}: true (the run's EMA weights, when kept) or false")
+    require(isinstance(use_ema, bool), "ema", use_ema, "true (the run's EMA weights) or false")
     run_cfg, model, schedule, step = _rebuild(path, device, use_ema)
-    validate_sampler(cfg.sampler, len(schedule))
-    sampler = instantiate(cfg.sampler, schedule=schedule)
+    sampler = build(cfg.sampler, schedule=schedule)
     return SamplingJob(run_cfg, model, schedule, sampler, path, device, step, use_ema)

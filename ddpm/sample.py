@@ -15,25 +15,17 @@ import logging
 import time
 from typing import Any
 
-import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ddpm import viz
-from ddpm.errors import UserError, one_line_errors
+from ddpm.cli import hydra_command, sampler_choice
+from ddpm.errors import UserError
 from ddpm.runs import load_for_sampling, output_dir
-from ddpm.train import generate, label_rows
+from ddpm.sampling import generate, label_rows
 
 log = logging.getLogger("ddpm")
-
-
-def sampler_choice(default: str = "sampler") -> str:
-    """The option picked from the sampler group (``ddim``, ...), when running under Hydra."""
-    if HydraConfig.initialized():
-        return str(HydraConfig.get().runtime.choices.get("sampler", default))
-    return default
 
 
 def requested_labels(cfg: DictConfig, model: nn.Module) -> torch.Tensor | None:
@@ -148,11 +140,11 @@ def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
     return info
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
-@one_line_errors
 def main(cfg: DictConfig) -> None:
     sample(cfg, sampler_choice())
 
 
+cli = hydra_command("ddpm-sample", __doc__, "sample", main)
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -32,10 +32,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ddpm.config import check_command_line, validate
+from ddpm.cli import hydra_command
+from ddpm.config import check_command_line, one_line, validate
 from ddpm.errors import UserError
 from ddpm.run import objective, run
-from ddpm.train import Interrupted, NonFiniteLoss
+from ddpm.training.loop import Interrupted
+from ddpm.training.state import NonFiniteLoss
 
 log = logging.getLogger("ddpm")
 Value = None | bool | int | float | str
@@ -153,8 +155,7 @@ def compose_trial(overrides: Sequence[str]) -> DictConfig:
             config_name="config", overrides=list(overrides), return_hydra_config=True
         )
     except Exception as err:  # noqa: BLE001 - Hydra's composition errors, said in one line
-        lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-        raise UserError(" ".join(lines[:2])) from None
+        raise UserError(one_line(err)) from None
 
 
 def training_part(cfg: DictConfig) -> DictConfig:
@@ -319,30 +320,20 @@ def search(settings: DictConfig, cli: Sequence[str], study_dir: Path) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="search")
 def main(cfg: DictConfig) -> float:
     """The study; returns the best value (NaN when no trial finished)."""
     hc = HydraConfig.get()
     study_dir = Path(hc.runtime.output_dir)
-    cli = [o for o in hc.overrides.task if not _is_search_key(o)]
+    cli_overrides = [o for o in hc.overrides.task if not _is_search_key(o)]
     try:
-        result = search(cfg.search, cli, study_dir)
-    except UserError as err:
-        sys.exit(f"error: {err}")
+        result = search(cfg.search, cli_overrides, study_dir)
     except Interrupted as err:
         log.warning("stopped by %s; finished trials are in %s", err, study_dir / "best.json")
         sys.exit(err.exit_code)
     return float(result.get("best_value", math.nan))
 
 
-def cli() -> None:
-    """The console entry: unknown group options are refused in one line before Hydra runs."""
-    try:
-        check_command_line([a for a in sys.argv[1:] if not _is_search_key(a)])
-    except UserError as err:
-        sys.exit(f"error: {err}")
-    main()
-
+cli = hydra_command("ddpm-search", __doc__, "search", main)
 
 if __name__ == "__main__":
     cli()

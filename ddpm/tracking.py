@@ -15,13 +15,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlparse
 
-from ddpm.errors import UserError
+from ddpm.errors import require
 
 log = logging.getLogger("ddpm")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
+WandbMode = Literal["auto", "online", "offline", "disabled"]
 TAGGED_GROUPS = ("model", "schedule", "sampler", "optimizer")
 
 
@@ -176,15 +176,19 @@ class WandbTracker(Tracker):
         group: str | None = None,
         name: str | None = None,
         tags: Sequence[str] = (),
-        mode: str = "auto",
+        mode: WandbMode = "auto",
         log_checkpoints: bool = False,
         init_timeout_s: float = 30.0,
         resume_step: int | None = None,
         resume_id: str | None = None,
     ) -> None:
         super().__init__(run_dir, run_config, resume_step)
-        if mode not in WANDB_MODES:
-            raise UserError(f"logger.mode={mode!r}: allowed {', '.join(WANDB_MODES)}")
+        require(
+            mode in get_args(WandbMode),
+            "logger.mode",
+            mode,
+            "one of auto, online, offline, disabled",
+        )
         import wandb
 
         self._wandb = wandb

@@ -22,13 +22,14 @@ needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"no MNIST under {DATA_R
 
 # A run that finishes in seconds on a CPU: tiny widths, short schedule, few samples.
 TINY = [
+    "recipe=seed",
     "model.channels=[16,32]",
     "schedule.timesteps=20",
     "trainer.batch_size=16",
     "trainer.max_steps=4",
     "trainer.log_every=1",
     "trainer.num_samples=4",
-    "trainer.device=cpu",
+    "device=cpu",
     f"dataset.root={DATA_ROOT}",
     "dataset.download=false",
     "logger=none",

@@ -100,13 +100,16 @@ def halves(num: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 def test_conditional_model_separates_two_classes(tmp_path, make_cfg, one_thread) -> None:
     """Trained briefly (the real loop, label dropout on) on two classes, each label gives its
     own class: the brighter half of each sample is the asked-for one."""
-    from hydra.utils import instantiate
-
+    from ddpm.config import build_parts
     from ddpm.data import ImageDataset
+    from ddpm.sampling import generate
     from ddpm.tracking import Tracker
-    from ddpm.train import generate, train
+    from ddpm.training.loop import train
+    from ddpm.training.outputs import RunOutputs
+    from ddpm.training.state import TrainState
 
     cfg = make_cfg(
+        "recipe=seed",
         "model.channels=[16,32]",
         "model.image_size=8",
         "model.num_classes=2",
@@ -116,22 +119,24 @@ def test_conditional_model_separates_two_classes(tmp_path, make_cfg, one_thread)
         "trainer.batch_size=32",
         "trainer.max_steps=200",
         "trainer.log_every=50",
-        "trainer.device=cpu",
+        "device=cpu",
         "logger=none",
     )
     images, labels = halves(2048, torch.Generator().manual_seed(0))
     data = ImageDataset(images=images, labels=labels, name="halves")
-    model, schedule = instantiate(cfg.model), instantiate(cfg.schedule)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    parts, cpu = build_parts(cfg), torch.device("cpu")
+    model, schedule = parts.model, parts.schedule
+    state = TrainState.create(model, parts.optimizer, parts.settings.ema_decay)
     sampler = DDIMSampler(schedule, steps=20)
     with Tracker(run_dir=tmp_path, run_config={}) as tracker:
-        train(cfg, model, schedule, optimizer, sampler, data, tracker, tmp_path)
+        out = RunOutputs(tmp_path, state, sampler, parts.settings, tracker, cpu, {})
+        train(parts.settings, state, schedule, data, out, cpu)
 
     asked = torch.tensor([0, 1]).repeat(50)
     accuracy = {}
     for scale in (0.0, 1.0, 3.0):
         sampler = DDIMSampler(schedule, steps=20, guidance_scale=scale)
-        out, _ = generate(model, sampler, len(asked), 1, torch.device("cpu"), labels=asked)
+        out, _ = generate(model, sampler, len(asked), 1, cpu, labels=asked)
         left, right = out[..., :4].mean((1, 2, 3)), out[..., 4:].mean((1, 2, 3))
         accuracy[scale] = ((right > left).long() == asked).float().mean().item()
     assert accuracy[1.0] >= 0.9 and accuracy[3.0] >= 0.9, accuracy  # chance is 0.5

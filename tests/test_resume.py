@@ -15,7 +15,7 @@ from ddpm import checkpoint
 from ddpm.errors import UserError
 from ddpm.run import run
 from ddpm.tracking import read_metrics
-from ddpm.train import NonFiniteLoss
+from ddpm.training.state import NonFiniteLoss
 
 # A run long enough to interrupt: checkpoints every 3 steps, a row per step, offline W&B.
 RESUMABLE = [o for o in TINY_WANDB if not o.startswith("trainer.max_steps")] + [

@@ -33,6 +33,7 @@ def run_cli(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 def test_a_short_small_run_leaves_every_file_and_learns(tmp_path):
     out = tmp_path / "run"
     res = run_cli(
+        "recipe=seed",
         "model=small",
         "schedule=linear",
         "trainer.max_steps=40",
@@ -41,7 +42,7 @@ def test_a_short_small_run_leaves_every_file_and_learns(tmp_path):
         "trainer.sample_every=20",
         "trainer.num_samples=16",
         "sampler.steps=50",
-        "trainer.device=cpu",
+        "device=cpu",
         f"hydra.run.dir={out}",
     )
     assert res.returncode == 0, res.stderr[-2000:]

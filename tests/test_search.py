@@ -14,7 +14,7 @@ from ddpm.config import validate
 from ddpm.errors import UserError
 from ddpm.run import objective
 from ddpm.search import Choice, Range, override, parse_space, run_trial
-from ddpm.train import NonFiniteLoss
+from ddpm.training.state import NonFiniteLoss
 
 # The conftest's tiny run, scored by its final loss (no FID), with an offline W&B run.
 SEARCH_TINY = [o for o in TINY if not o.startswith("logger")] + [

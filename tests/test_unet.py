@@ -2,6 +2,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from ddpm.errors import UserError
 from ddpm.models.unet import UNet, sinusoidal_embedding
 
 
@@ -38,7 +39,7 @@ def test_any_depth_the_image_size_allows(channels, size, in_ch):
 
 
 def test_depth_the_image_cannot_halve_is_refused():
-    with pytest.raises(ValueError, match="image_size=28 must be divisible by 2\\^\\(levels-1\\)=8"):
+    with pytest.raises(UserError, match=r"model.image_size=28: divisible by 2\^\(levels-1\)=8"):
         UNet(channels=[8, 16, 32, 64], image_size=28)
 
 

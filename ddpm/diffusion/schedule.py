@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ddpm.errors import UserError
+from ddpm.errors import is_int, is_number, require
 
 
 class NoiseSchedule:
@@ -93,10 +93,33 @@ class NoiseSchedule:
         return a * x0 + s * noise
 
 
+def _check_timesteps(timesteps: int) -> None:
+    require(is_int(timesteps, 1), "schedule.timesteps", timesteps, "an integer >= 1")
+
+
+def _check_max_beta(max_beta: float) -> None:
+    """Below 1: a beta of 1 would zero alpha_bar, and every x0 estimate divides by it."""
+    require(
+        is_number(max_beta) and 0 < max_beta < 1,
+        "schedule.max_beta",
+        max_beta,
+        "a number in (0, 1)",
+    )
+
+
 def linear(
     timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 ) -> NoiseSchedule:
     """Ho et al. 2020: betas evenly spaced from ``beta_start`` to ``beta_end``."""
+    _check_timesteps(timesteps)
+    for key, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+        require(is_number(value), f"schedule.{key}", value, "a number in (0, 1)")
+    require(
+        0 < beta_start < beta_end < 1,
+        "schedule.beta_start",
+        beta_start,
+        f"0 < beta_start < beta_end={beta_end} < 1",
+    )
     return NoiseSchedule.from_betas(
         torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
     )
@@ -104,6 +127,9 @@ def linear(
 
 def cosine(timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
     """Nichol & Dhariwal 2021: alpha_bar(t) = cos^2(((t/T + s)/(1 + s)) pi/2), betas clipped."""
+    _check_timesteps(timesteps)
+    require(is_number(s) and s >= 0, "schedule.s", s, "a number >= 0")
+    _check_max_beta(max_beta)
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
@@ -123,12 +149,15 @@ def sigmoid(
     with S the logistic function, so alpha_bar(0) = 1 and alpha_bar(1) = 0; betas are clipped at
     ``max_beta`` like the cosine schedule's. ``tau`` > 1 flattens the curve (more mid-noise steps).
     """
-    if not start < end:
-        raise UserError(f"schedule.start={start!r}: must be less than schedule.end={end!r}")
-    if not tau > 0:
-        raise UserError(f"schedule.tau={tau!r}: a number > 0")
-    if not 0 < max_beta < 1:
-        raise UserError(f"schedule.max_beta={max_beta!r}: a number in (0, 1)")
+    _check_timesteps(timesteps)
+    require(
+        is_number(start) and is_number(end) and start < end,
+        "schedule.start",
+        start,
+        f"a number less than schedule.end={end!r}",
+    )
+    require(is_number(tau) and tau > 0, "schedule.tau", tau, "a number > 0")
+    _check_max_beta(max_beta)
     u = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     lo, hi = (torch.sigmoid(torch.tensor(v / tau, dtype=torch.float64)) for v in (start, end))
     f = (hi - torch.sigmoid((start + u * (end - start)) / tau)) / (hi - lo)

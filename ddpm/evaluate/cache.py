@@ -22,7 +22,7 @@ import torch
 
 from ddpm import checkpoint as ckpt
 from ddpm.data import ImageDataset, mnist
-from ddpm.errors import UserError
+from ddpm.errors import UserError, is_int, require
 from ddpm.evaluate.classifier import MnistClassifier, accuracy, train_classifier
 from ddpm.evaluate.metrics import Reference, compute_reference
 
@@ -48,10 +48,7 @@ def resolve_dir(cache_dir: str | Path | None) -> Path:
 def _mnist(data_root: str | Path | None, train: bool, download: bool = True) -> ImageDataset:
     """MNIST from ``data_root`` (default ``$DDPM_DATA_ROOT``, else ``./data``)."""
     root = data_root if data_root is not None else os.environ.get("DDPM_DATA_ROOT", "data")
-    try:
-        return mnist(root, train=train, download=download)
-    except UserError as err:  # here the key is data_root (--data-root), not dataset.root
-        raise UserError(str(err).replace("dataset.root", "data_root")) from None
+    return mnist(root, train=train, download=download)
 
 
 def _save_reference(ref: Reference, path: Path, build_id: str) -> None:
@@ -74,12 +71,16 @@ def build(
     seed: int = 0,
     device: torch.device | str = "cpu",
     download: bool = True,
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """Trains the evaluator on MNIST train, measures it on MNIST test, writes both cache files."""
-    if not isinstance(epochs, int) or epochs < 1:
-        raise UserError(f"epochs={epochs!r}: an integer >= 1")
+    """Trains the evaluator on MNIST train (its first ``limit`` digits when set), measures it
+    on MNIST test, writes both cache files."""
+    require(is_int(epochs, 1), "epochs", epochs, "an integer >= 1")
+    require(limit is None or is_int(limit, 10), "limit", limit, "null or an integer >= 10")
     folder = resolve_dir(cache_dir)
     train, test = _mnist(data_root, True, download), _mnist(data_root, False, download)
+    if limit is not None:
+        train = ImageDataset(train.images[:limit], train.labels[:limit], train.name)
     start = time.perf_counter()
     model = train_classifier(train, epochs=epochs, seed=seed, device=device)
     seconds = time.perf_counter() - start
@@ -88,6 +89,7 @@ def build(
         "arch": model.arch(),
         "test_accuracy": accuracy(model, test),
         "epochs": epochs,
+        "train_images": len(train),
         "seed": seed,
         "train_seconds": seconds,
         "device": str(device),
@@ -114,7 +116,7 @@ def _load_weights(path: Path, device: torch.device | str) -> MnistClassifier:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in state:
         raise UserError(
             f"evaluator {str(path)!r}: not a format-{FORMAT} ddpm evaluator; delete it or rebuild "
-            f"with: python -m ddpm.evaluate.classifier --cache-dir {path.parent}"
+            f"with: python -m ddpm.evaluate.build cache_dir={path.parent}"
         )
     try:
         model = MnistClassifier(**meta["arch"])
@@ -157,7 +159,7 @@ def load_evaluator(
         if not build_missing:
             raise UserError(
                 f"evaluator cache {str(folder)!r}: no {WEIGHTS}; build it once with: "
-                f"python -m ddpm.evaluate.classifier --cache-dir {folder}"
+                f"python -m ddpm.evaluate.build cache_dir={folder}"
             )
         on_gpu = torch.device(device).type == "cuda"
         estimate = "<1" if on_gpu else str(EPOCHS * MINUTES_PER_EPOCH_CPU)
@@ -169,7 +171,7 @@ def load_evaluator(
         if not build_missing:
             raise UserError(
                 f"evaluator cache {str(folder)!r}: {REFERENCE} is missing or belongs to other "
-                f"weights; rebuild with: python -m ddpm.evaluate.classifier --cache-dir {folder}"
+                f"weights; rebuild with: python -m ddpm.evaluate.build cache_dir={folder}"
             )
         log.info("computing the MNIST-test reference statistics into %s", folder / REFERENCE)
         test = _mnist(data_root, train=False)

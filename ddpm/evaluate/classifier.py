@@ -2,16 +2,13 @@
 
 Inception-v3 features (what FID is usually computed on) barely see 28x28 grey digits, so the
 project trains its own small CNN once (~99.4% test accuracy, a few CPU minutes) and caches it
-(:mod:`ddpm.evaluate.cache`). ``python -m ddpm.evaluate.classifier`` (re)builds that cache.
+(:mod:`ddpm.evaluate.cache`). ``python -m ddpm.evaluate.build`` (re)builds that cache.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -137,50 +134,3 @@ def train_classifier(
         if (step + 1) % per_epoch == 0:
             log.info("evaluator epoch %d/%d: last batch loss %.4f", epoch + 1, epochs, loss.item())
     return model.eval()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m ddpm.evaluate.classifier``: train the evaluator and write its cache."""
-    from ddpm.evaluate import cache
-
-    parser = argparse.ArgumentParser(
-        prog="python -m ddpm.evaluate.classifier", description=main.__doc__
-    )
-    parser.add_argument(
-        "--data-root",
-        default=None,
-        help="folder holding MNIST/raw (default: $DDPM_DATA_ROOT, else ./data)",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help=f"where the weights and reference statistics go (default: {cache.default_dir()})",
-    )
-    parser.add_argument("--epochs", type=int, default=cache.EPOCHS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:<n>")
-    parser.add_argument("--no-download", action="store_true", help="never download MNIST")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    try:
-        from ddpm.runs import pick_device
-
-        meta = cache.build(
-            cache_dir=args.cache_dir,
-            data_root=args.data_root,
-            epochs=args.epochs,
-            seed=args.seed,
-            device=pick_device(args.device),
-            download=not args.no_download,
-        )
-    except UserError as err:
-        sys.exit(f"error: {err}")
-    print(
-        f"evaluator: test accuracy {meta['test_accuracy']:.4f}, trained in "
-        f"{meta['train_seconds'] / 60:.1f} min -> {cache.resolve_dir(args.cache_dir)}"
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -2,8 +2,8 @@
 
 The model and schedule come from the run's checkpoint (:func:`ddpm.runs.load_trained`), the
 sampler from ``conf/sampler``; metrics are those of :func:`ddpm.evaluate.metrics.evaluate_images`
-on the cached evaluator. Writes ``<run>/eval/<sampler>_<steps>_n<N>[_<ckpt stem>].json`` and,
-when the run has a W&B run, logs ``eval/<that name>/<metric>`` into it.
+on the cached evaluator. Writes ``<run>/eval/<sampler>_<steps>_n<N>[_<ckpt stem>].json`` (that
+name in ``out_dir`` when set) and, when the run has a W&B run, logs ``eval/<name>/<metric>``.
 """
 
 from __future__ import annotations
@@ -14,57 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
+from ddpm.cli import hydra_command, sampler_choice
 from ddpm.errors import UserError
 from ddpm.evaluate.cache import load_evaluator, resolve_dir
 from ddpm.evaluate.metrics import K_NEIGHBOURS, evaluate_images
 from ddpm.evaluate.wandb_run import log_into_run
 from ddpm.runs import load_for_sampling, output_dir
-from ddpm.samplers.base import Sampler
-from ddpm.train import generate
+from ddpm.sampling import balanced_labels, sample_images
 
 log = logging.getLogger("ddpm")
 MIN_SAMPLES = K_NEIGHBOURS + 1
-
-
-def sample_images(
-    model: nn.Module,
-    sampler: Sampler,
-    num: int,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    progress: bool = False,
-    labels: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``num`` samples on the CPU, drawn ``batch_size`` at a time; batch i uses its own seed.
-    ``labels`` (``num`` of them) for a conditional model."""
-    out = []
-    for i, start in enumerate(range(0, num, batch_size)):
-        n = min(batch_size, num - start)
-        images, _ = generate(
-            model,
-            sampler,
-            n,
-            seed * 1_000_003 + i,
-            device,
-            record=None,
-            progress=progress,
-            labels=None if labels is None else labels[start : start + n],
-        )
-        out.append(images.detach().cpu())
-        log.info("sampled %d/%d", start + n, num)
-    return torch.cat(out)
-
-
-def balanced_labels(model: nn.Module, num: int) -> torch.Tensor | None:
-    """0, 1, ..., 9, 0, 1, ... for a conditional model (every class equally often), else None:
-    FID then compares against a class-balanced test set, as for unconditional samples."""
-    classes = getattr(model, "num_classes", None)
-    return None if classes is None else torch.arange(num) % classes
 
 
 def _check(cfg: DictConfig) -> None:
@@ -93,10 +54,9 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
         name += f"_w{sampler.guidance_scale:g}"  # conditional: one file per guidance scale
     name = job.tagged(name)
     default_out = output_dir(None, cfg.run_dir, path, "eval", name)
-    out = (
-        Path(cfg.out).expanduser() if cfg.out else default_out.with_name(default_out.name + ".json")
-    )
-    evaluator, reference = load_evaluator(cfg.evaluator_dir, device, data_root=cfg.data_root)
+    folder = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_out.parent
+    out = folder / f"{default_out.name}.json"
+    evaluator, reference = load_evaluator(cfg.evaluator_dir, device, data_root=cfg.dataset.root)
 
     start = time.perf_counter()
     labels = balanced_labels(model, cfg.num_samples)
@@ -145,3 +105,16 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
             entity=OmegaConf.select(job.config, "logger.entity", default=None),
         )
     return result
+
+
+def main(cfg: DictConfig) -> None:
+    evaluate_run(cfg, sampler_choice())
+
+
+cli = hydra_command(
+    "ddpm-evaluate",
+    """Sample from a trained run and measure FID, KID, precision/recall and class coverage
+against the test split, on the project's cached evaluator (built on first use).""",
+    "evaluate",
+    main,
+)

@@ -193,8 +193,8 @@ def evaluate_features(
 
 def evaluate_images(
     images: Tensor,
-    evaluator: nn.Module | None = None,
-    reference: Reference | None = None,
+    evaluator: nn.Module,
+    reference: Reference,
     *,
     batch_size: int = 1000,
     k: int = K_NEIGHBOURS,
@@ -206,18 +206,12 @@ def evaluate_images(
     """FID, KID, precision/recall and class coverage of ``images`` (N, 1, 28, 28) in [-1, 1];
     with ``labels`` (what each image was drawn as), also the label accuracy.
 
-    ``evaluator``/``reference`` default to the cached MNIST evaluator and its MNIST-test
-    reference (:func:`ddpm.evaluate.cache.load_evaluator`, built on first use). Images are
-    clamped to [-1, 1]. Deterministic for a given ``seed`` (KID subsets, P/R subsample).
+    ``evaluator``/``reference``: a matching pair, e.g. the cached MNIST evaluator and its
+    MNIST-test reference (:func:`ddpm.evaluate.cache.load_evaluator`). Images are clamped
+    to [-1, 1]. Deterministic for a given ``seed`` (KID subsets, P/R subsample).
     """
     if images.dim() != 4 or len(images) <= k:
         raise ValueError(f"images: expected (N, C, H, W) with N > {k}, got {tuple(images.shape)}")
-    if (evaluator is None) != (reference is None):
-        raise ValueError("evaluator and reference: pass both (a matching pair) or neither")
-    if evaluator is None or reference is None:
-        from ddpm.evaluate.cache import load_evaluator
-
-        evaluator, reference = load_evaluator()
     features, logits = extract(evaluator, images, batch_size)
     return evaluate_features(
         features,

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ddpm.diffusion.objective import PREDICTIONS
+from ddpm.errors import is_int, plain, require
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
@@ -23,6 +24,54 @@ def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
     )
     args = t.float()[:, None] * freqs[None, :]
     return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+def check_unet_args(
+    channels: Sequence[int],
+    time_dim: int,
+    norm_groups: int,
+    in_channels: int,
+    image_size: int,
+    prediction: str,
+) -> None:
+    """The rules every U-Net of this package shares (widths, groups, sizes, target)."""
+    channels = plain(channels)
+    require(
+        isinstance(channels, list | tuple)
+        and len(channels) > 0
+        and all(is_int(c, 1) for c in channels),
+        "model.channels",
+        channels,
+        "a non-empty list of positive integer widths",
+    )
+    require(is_int(norm_groups, 1), "model.norm_groups", norm_groups, "an integer >= 1")
+    require(
+        all(c % norm_groups == 0 for c in channels),
+        "model.channels",
+        channels,
+        f"every width divisible by model.norm_groups={norm_groups}",
+    )
+    require(
+        is_int(time_dim, 4) and time_dim % 2 == 0,
+        "model.time_dim",
+        time_dim,
+        "an even integer >= 4",
+    )
+    require(is_int(in_channels, 1), "model.in_channels", in_channels, "an integer >= 1")
+    require(is_int(image_size, 1), "model.image_size", image_size, "an integer >= 1")
+    levels = len(channels)
+    require(
+        image_size % 2 ** (levels - 1) == 0,
+        "model.image_size",
+        image_size,
+        f"divisible by 2^(levels-1)={2 ** (levels - 1)} for {levels} widths",
+    )
+    require(
+        prediction in PREDICTIONS,
+        "model.prediction",
+        prediction,
+        f"one of {', '.join(PREDICTIONS)}",
+    )
 
 
 class Block(nn.Module):
@@ -66,15 +115,15 @@ class UNet(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        check_unet_args(channels, time_dim, norm_groups, in_channels, image_size, prediction)
         channels = list(channels)
         levels = len(channels)
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"model.prediction={prediction!r}: allowed {', '.join(PREDICTIONS)}")
-        if image_size % 2 ** (levels - 1):
-            raise ValueError(
-                f"model.image_size={image_size} must be divisible by 2^(levels-1)="
-                f"{2 ** (levels - 1)} for model.channels={channels}"
-            )
+        require(
+            num_classes is None or is_int(num_classes, 1),
+            "model.num_classes",
+            num_classes,
+            "an integer >= 1, or null",
+        )
         self.prediction = prediction
         self.image_size = image_size
         self.in_channels = in_channels
@@ -87,8 +136,6 @@ class UNet(nn.Module):
         # unconditional prediction uses (and what label dropout trains).
         self.num_classes = num_classes
         if num_classes is not None:
-            if num_classes < 1:
-                raise ValueError(f"model.num_classes={num_classes}: null or an integer >= 1")
             self.label_embedding = nn.Embedding(num_classes + 1, time_dim)
 
         def block(c_in: int, c_out: int, kind: str) -> Block:

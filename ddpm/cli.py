@@ -1,0 +1,95 @@
+"""The one front end every command shares: ``--help``, one-line errors, exit codes.
+
+Each command is a Hydra app over a config in ``conf/``. Before Hydra runs, the command line
+is checked (an unknown group option or key is one ``error:`` line, exit 1, nothing created);
+while the command runs, a :class:`~ddpm.errors.UserError` ends it the same way. In a sweep
+(``-m``) a job's error is raised instead, so the sweep reports it after the other jobs.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm.config import CONF_DIR, check_command_line
+from ddpm.errors import UserError
+
+Task = Callable[[DictConfig], Any]
+
+
+def in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sampler_choice(default: str = "sampler") -> str:
+    """The option picked from the sampler group (``ddim``, ...), when running under Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get("sampler", default))
+    return default
+
+
+def one_line_errors(task: Task) -> Task:
+    """A UserError ends a single job with ``error: <message>`` and exit code 1."""
+
+    @functools.wraps(task)
+    def run(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except UserError as err:
+            if in_sweep():
+                raise  # the sweep names the failed job and goes on with the others
+            sys.exit(f"error: {err}")
+
+    return run
+
+
+def print_help(prog: str, doc: str, config_name: str) -> None:
+    """Usage from the command's docstring, then every key with its default."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name)
+    print(f"usage: {prog} [key=value ...] [group=option ...] [-m for a sweep]\n")
+    print(doc.strip() + "\n")
+    print(f"Keys and defaults (conf/{config_name}.yaml; groups are folders of conf/):\n")
+    print(OmegaConf.to_yaml(cfg, resolve=False))
+
+
+def hydra_command(
+    prog: str,
+    doc: str,
+    config_name: str,
+    task: Task,
+    rewrite: Callable[[list[str]], list[str]] | None = None,
+) -> Callable[[Sequence[str] | None], Any]:
+    """The console entry of a command: ``python -m ddpm.<name>`` and ``ddpm-<name>``.
+
+    ``rewrite`` turns a convenience form into plain overrides first (``ddpm-compare DIR``).
+    """
+
+    def entry(argv: Sequence[str] | None = None) -> Any:
+        args = list(sys.argv[1:] if argv is None else argv)
+        if rewrite is not None:
+            args = rewrite(args)
+        if "-h" in args or "--help" in args:
+            print_help(prog, doc, config_name)
+            return None
+        try:
+            check_command_line(args, config_name)
+        except UserError as err:
+            sys.exit(f"error: {err}")
+        sys.argv[1:] = args
+        app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+        return app(one_line_errors(task))()
+
+    return entry

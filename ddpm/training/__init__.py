@@ -1,0 +1,1 @@
+"""Training: the settings (``trainer`` group), what a checkpoint holds, one step, the loop."""

@@ -1,0 +1,114 @@
+"""What a run writes while it trains: checkpoints, digit grids, quality measurements.
+
+Each is one plain call from the loop; only rank 0 writes (the loop calls these there).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddpm import checkpoint, viz
+from ddpm.samplers.base import Sampler
+from ddpm.sampling import balanced_labels, generate, label_rows, sample_images
+from ddpm.tracking import Tracker
+from ddpm.training.settings import TrainerSettings
+from ddpm.training.state import TrainState
+
+log = logging.getLogger("ddpm")
+QUALITY_KEYS = ("fid", "kid", "precision", "recall", "class_entropy_norm", "confident_share")
+
+
+class RunOutputs:
+    """Writes into ``run_dir``: ``checkpoints/``, ``samples/`` and the tracker's logs."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        state: TrainState,
+        sampler: Sampler,
+        settings: TrainerSettings,
+        tracker: Tracker,
+        device: torch.device,
+        config: dict[str, Any],
+        data_root: str | None = None,
+    ) -> None:
+        self.run_dir, self.state, self.sampler, self.settings = run_dir, state, sampler, settings
+        self.tracker, self.device, self.config = tracker, device, config
+        self.last_checkpoint = run_dir / "checkpoints" / "last.pt"
+        self.quality = None
+        if settings.eval_every:
+            from ddpm.evaluate.cache import load_evaluator
+
+            # Building the evaluator (first use) seeds torch: keep the training streams, which
+            # every rank must share, untouched.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                self.quality = load_evaluator(None, device, data_root=data_root)
+
+    def checkpoint(self, keep: bool) -> Path:
+        """Writes last.pt (and, when ``keep``, step_<n>.pt; only the newest keep_last stay)."""
+        step = self.state.step
+        state = {**self.state.state_dict(), "config": self.config}
+        state["wandb_run_id"] = self.tracker.run_id
+        folder = self.last_checkpoint.parent
+        if keep:
+            checkpoint.save(state, folder / f"step_{step:07d}.pt")
+            if self.settings.keep_last:
+                for old in sorted(folder.glob("step_*.pt"))[: -self.settings.keep_last]:
+                    old.unlink()
+        path = checkpoint.save(state, self.last_checkpoint)
+        log.info("checkpoint at step %d: %s", step, path)
+        self.tracker.log_checkpoint(path, step)
+        return path
+
+    def grid(self, record: list[int] | None = None) -> dict[int, torch.Tensor]:
+        """``num_samples`` images; a conditional run draws a 10x10 grid, one row per class."""
+        model, step = self.state.shown, self.state.step
+        classes = getattr(model, "num_classes", None)
+        rows = label_rows(classes, 10) if classes is not None else None
+        num = self.settings.num_samples if rows is None else len(rows)
+        samples, trajectory = generate(
+            model, self.sampler, num, self.settings.seed, self.device, record, labels=rows
+        )
+        path = viz.save_grid(
+            samples,
+            self.run_dir / "samples" / f"grid_{step:07d}.png",
+            nrow=8 if rows is None else 10,
+        )
+        self.tracker.log_image("samples/grid", path, step, caption=f"step {step}")
+        return trajectory
+
+    def final_pictures(self) -> None:
+        """The last grid, one image's reverse process, and the loss curve."""
+        steps = viz.progress_steps(len(self.sampler.schedule))
+        log.info(
+            "final grid: %d images with %s (%d network calls each)",
+            self.settings.num_samples,
+            type(self.sampler).__name__,
+            len(self.sampler.timesteps),
+        )
+        strip = viz.save_progress(
+            self.grid(record=steps), self.run_dir / "samples" / "progress.png"
+        )
+        self.tracker.log_image("samples/progress", strip, self.state.step)
+        history = self.state.history
+        viz.plot_loss([s for s, _ in history], [v for _, v in history], self.run_dir / "loss.png")
+
+    def evaluate(self) -> dict[str, float]:
+        """FID and friends of ``eval_samples`` fresh samples on the cached evaluator."""
+        from ddpm.evaluate.metrics import evaluate_images
+
+        evaluator, reference = self.quality
+        model, seed, num = self.state.shown, self.settings.seed, self.settings.eval_samples
+        labels = balanced_labels(model, num)
+        images = sample_images(model, self.sampler, num, 500, seed + 1, self.device, labels=labels)
+        metrics = evaluate_images(images, evaluator, reference, seed=seed, labels=labels)
+        keys = (*QUALITY_KEYS, "label_accuracy") if labels is not None else QUALITY_KEYS
+        result = {k: float(metrics[k]) for k in keys}
+        self.tracker.log(result, self.state.step)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items())
+        log.info("step %d: %s", self.state.step, shown)
+        return result

@@ -1,0 +1,97 @@
+"""``trainer``: how long and how to train, and how often to log, sample, evaluate and save.
+
+The ``trainer`` group builds :class:`TrainerSettings`; its fields are the allowed keys (a key
+not listed here is refused, see :mod:`ddpm.config`) and ``__post_init__`` holds every range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ddpm.devices import PRECISIONS
+from ddpm.diffusion.objective import LOSS_WEIGHTINGS
+from ddpm.errors import fail, is_int, is_number, require
+
+
+@dataclass
+class TrainerSettings:
+    """The seed's recipe by default: batch 128, gradient-norm clip 1.0, 500 epochs."""
+
+    batch_size: int = 128
+    epochs: int = 500
+    max_steps: int | None = None  # wins over epochs
+    max_minutes: float | None = None  # stops at the first step past this training time
+    grad_clip: float = 1.0
+    ema_decay: float | None = None  # e.g. 0.999: an EMA of the weights samples better
+    label_dropout: float = 0.1  # conditional models: share of labels replaced by "no label"
+    loss_weighting: str = "none"  # none | min_snr (min-SNR-gamma, gamma 5)
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
+    compile: bool = False
+    channels_last: bool = False
+    log_every: int = 50
+    sample_every: int = 4690
+    checkpoint_every: int = 4690
+    num_samples: int = 64
+    eval_every: int = 0
+    eval_samples: int = 1000
+    keep_last: int | None = 5
+    resume: str | None = "auto"
+
+    def __post_init__(self) -> None:
+        def at_least(key: str, low: int, nullable: bool = False) -> None:
+            value = getattr(self, key)
+            ok = (nullable and value is None) or is_int(value, low)
+            require(ok, f"trainer.{key}", value, f"an integer >= {low}" + (", or null" * nullable))
+
+        def positive(key: str, nullable: bool = False) -> None:
+            value = getattr(self, key)
+            ok = (nullable and value is None) or (is_number(value) and value > 0)
+            require(ok, f"trainer.{key}", value, "a number > 0" + (", or null" * nullable))
+
+        at_least("batch_size", 1)
+        at_least("max_steps", 1, nullable=True)
+        if self.max_steps is None:
+            at_least("epochs", 1)
+        positive("max_minutes", nullable=True)
+        positive("grad_clip")
+        at_least("seed", 0)
+        for key in ("log_every", "num_samples"):
+            at_least(key, 1)
+        for key in ("sample_every", "checkpoint_every", "eval_every"):
+            at_least(key, 0)
+        at_least("keep_last", 1, nullable=True)
+        at_least("eval_samples", 4)
+        decay = self.ema_decay
+        require(
+            decay is None or (is_number(decay) and 0 < decay < 1),
+            "trainer.ema_decay",
+            decay,
+            "a number in (0, 1), or null for no EMA",
+        )
+        dropout = self.label_dropout
+        require(
+            is_number(dropout) and 0 <= dropout < 1,
+            "trainer.label_dropout",
+            dropout,
+            "a probability in [0, 1)",
+        )
+        for key, allowed in (("loss_weighting", LOSS_WEIGHTINGS), ("precision", PRECISIONS)):
+            value = getattr(self, key)
+            require(value in allowed, f"trainer.{key}", value, f"one of {', '.join(allowed)}")
+        for key in ("compile", "channels_last"):
+            value = getattr(self, key)
+            require(isinstance(value, bool), f"trainer.{key}", value, "true or false")
+        if self.resume is not None and not isinstance(self.resume, str):
+            fail("trainer.resume", self.resume, "auto, never, or a checkpoint path")
+
+    def total_steps(self, num_items: int) -> int:
+        """``max_steps`` when set, else ``epochs`` full passes over ``num_items`` images."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return self.epochs * math.ceil(num_items / self.batch_size)
+
+    @property
+    def budget_s(self) -> float:
+        return self.max_minutes * 60 if self.max_minutes else math.inf
