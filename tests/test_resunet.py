@@ -15,9 +15,15 @@ from ddpm.models.flops import flops_per_image
 from ddpm.models.resunet import AttentionBlock, ResUNet
 from ddpm.models.unet import UNet
 
-PRESETS = {"res_small": 1_203_521, "res_base": 6_996_033, "res_large": 29_253_249}
+PRESETS = {
+    "res_tiny": 720_001,
+    "res_small": 1_203_521,
+    "res_base": 6_996_033,
+    "res_large": 29_253_249,
+}
 # Attention at the net's lowest resolution(s) for each image size.
 ATTENTION = {
+    "res_tiny": {28: [7], 32: [8]},
     "res_small": {28: [7], 32: [8]},
     "res_base": {28: [7], 32: [8]},
     "res_large": {28: [14, 7], 32: [16, 8]},
@@ -226,3 +232,16 @@ def test_flop_counting_leaves_gradients_alone():
     flops = flops_per_image(model, (1, 8, 8))
     assert all(p.grad is None for p in model.parameters())
     assert 2.9 < flops["forward_backward"] / flops["forward"] < 3.0
+
+
+@pytest.mark.parametrize(
+    ("name", "forward", "forward_backward"),
+    [
+        ("res_tiny", 146_950_144, 440_616_448),
+        ("res_small", 380_259_328, 1_140_293_632),
+        ("res_base", 2_209_455_104, 6_627_331_072),
+    ],
+)
+def test_preset_flops_are_the_documented_ones(name, forward, forward_backward, one_thread):
+    flops = flops_per_image(preset(name), (1, 28, 28), batch_size=1)
+    assert (flops["forward"], flops["forward_backward"]) == (forward, forward_backward)
