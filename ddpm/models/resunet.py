@@ -1,0 +1,296 @@
+"""A residual U-Net with scale-shift conditioning and self-attention at low resolution.
+
+The layout follows the DDPM paper's network (Ho et al. 2020): per level ``num_res_blocks``
+residual blocks (optionally each followed by self-attention), a stride-2 conv between levels,
+a res-attn-res middle, and an up path that concatenates one stored activation per block. The
+time (and label) embedding enters every residual block as a per-channel scale and shift
+after its second GroupNorm. The last conv of every residual block, the output projection of
+every attention block and the final conv start at zero: every block is its skip path at
+initialisation and the net outputs exactly 0, which keeps the first steps stable.
+
+Same interface as :class:`ddpm.models.unet.UNet`: ``forward(x, t, labels=None)``,
+``prediction``, ``image_size``, ``in_channels``, ``num_classes`` and ``null_label``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NoReturn
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ddpm.diffusion.objective import PREDICTIONS
+from ddpm.errors import UserError
+from ddpm.models.unet import sinusoidal_embedding
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero a layer's weights and bias, so the branch it ends adds nothing at first."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv3x3, then GroupNorm * (1 + scale) + shift -> SiLU -> dropout ->
+    conv3x3, added to the input (through a 1x1 conv when the width changes)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the pixels of a feature map, with a residual."""
+
+    def __init__(self, channels: int, heads: int, groups: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, hgt, wid = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, hgt * wid)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (b, heads, pixels, head_dim)
+        h = F.scaled_dot_product_attention(q, k, v)
+        h = h.transpose(-1, -2).reshape(b, c, hgt, wid)
+        return x + self.proj(h)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then conv3x3 (no checkerboard artefacts of a transposed conv)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def _is_int(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _fail(key: str, value: object, allowed: str) -> NoReturn:
+    raise UserError(f"model.{key}={value!r}: {allowed}")
+
+
+def _as_list(value: object) -> object:
+    """A plain list for lists and tuples (OmegaConf's ListConfig too), else the value itself."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return value
+    return list(value)
+
+
+def _validate(
+    *,
+    channels: object,
+    num_res_blocks: object,
+    attention_resolutions: object,
+    attention_heads: object,
+    dropout: object,
+    time_dim: object,
+    norm_groups: object,
+    in_channels: object,
+    image_size: object,
+    prediction: object,
+    num_classes: object,
+) -> None:
+    """Each bad value raises UserError ``model.<key>=<value>: <what is allowed>``."""
+    if not (isinstance(channels, list) and channels and all(_is_int(c, 1) for c in channels)):
+        _fail("channels", channels, "a non-empty list of positive integer widths")
+    if not _is_int(norm_groups, 1):
+        _fail("norm_groups", norm_groups, "an integer >= 1")
+    if any(c % norm_groups for c in channels):
+        _fail("channels", channels, f"every width divisible by model.norm_groups={norm_groups}")
+    if not _is_int(num_res_blocks, 1):
+        _fail("num_res_blocks", num_res_blocks, "an integer >= 1")
+    if not _is_int(in_channels, 1):
+        _fail("in_channels", in_channels, "an integer >= 1")
+    levels = len(channels)
+    if not _is_int(image_size, 1) or image_size % 2 ** (levels - 1):
+        _fail(
+            "image_size",
+            image_size,
+            f"an integer divisible by 2^(levels-1)={2 ** (levels - 1)} for {levels} widths",
+        )
+    sizes = [image_size // 2**level for level in range(levels)]
+    if not (
+        isinstance(attention_resolutions, list)
+        and all(_is_int(r, 1) and r in sizes for r in attention_resolutions)
+    ):
+        _fail(
+            "attention_resolutions",
+            attention_resolutions,
+            f"a list of resolutions the net has ({', '.join(map(str, sizes))}), or []",
+        )
+    # Widths that get attention: the attention levels' and the middle's (the last level).
+    attended = {channels[sizes.index(r)] for r in attention_resolutions} | {channels[-1]}
+    widths = ", ".join(map(str, sorted(attended)))
+    if not _is_int(attention_heads, 1) or any(c % attention_heads for c in attended):
+        _fail(
+            "attention_heads",
+            attention_heads,
+            f"an integer >= 1 that divides every attended width ({widths})",
+        )
+    ok = isinstance(dropout, (int, float)) and not isinstance(dropout, bool)
+    if not (ok and 0 <= dropout < 1):
+        _fail("dropout", dropout, "a number in [0, 1)")
+    if time_dim is not None and not (_is_int(time_dim, 4) and time_dim % 2 == 0):
+        _fail("time_dim", time_dim, "null (4 * model.channels[0]) or an even integer >= 4")
+    if prediction not in PREDICTIONS:
+        _fail("prediction", prediction, f"one of {', '.join(PREDICTIONS)}")
+    if num_classes is not None and not _is_int(num_classes, 1):
+        _fail("num_classes", num_classes, "null or an integer >= 1")
+
+
+class ResUNet(nn.Module):
+    """Predicts ``prediction`` (eps, x0 or v) from a noisy image and its timestep.
+
+    ``channels`` gives one width per resolution level (28 -> 14 -> 7 for three levels at
+    28x28); ``attention_resolutions`` lists the feature-map sizes that get self-attention
+    after each residual block (the middle always has one).
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (64, 128, 256),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (7,),
+        attention_heads: int = 4,
+        dropout: float = 0.1,
+        time_dim: int | None = None,
+        norm_groups: int = 8,
+        in_channels: int = 1,
+        image_size: int = 28,
+        prediction: str = "eps",
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        channels = _as_list(channels)
+        attention_resolutions = _as_list(attention_resolutions)
+        _validate(
+            channels=channels,
+            num_res_blocks=num_res_blocks,
+            attention_resolutions=attention_resolutions,
+            attention_heads=attention_heads,
+            dropout=dropout,
+            time_dim=time_dim,
+            norm_groups=norm_groups,
+            in_channels=in_channels,
+            image_size=image_size,
+            prediction=prediction,
+            num_classes=num_classes,
+        )
+        time_dim = 4 * channels[0] if time_dim is None else time_dim
+        self.prediction = prediction
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.time_dim = time_dim
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
+        )
+        # One learned vector per label plus a "no label" row at index num_classes (what
+        # classifier-free guidance's unconditional prediction and label dropout use).
+        if num_classes is not None:
+            self.label_embedding = nn.Embedding(num_classes + 1, time_dim)
+
+        def res(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(c_in, c_out, time_dim, norm_groups, dropout)
+
+        def attn(c: int) -> AttentionBlock:
+            return AttentionBlock(c, attention_heads, norm_groups)
+
+        # Down path: every block's output (and the stem's) is kept for the up path.
+        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        skip_widths = [channels[0]]
+        width, size = channels[0], image_size
+        for level, c in enumerate(channels):
+            for _ in range(num_res_blocks):
+                layers = [res(width, c)] + ([attn(c)] if size in attention_resolutions else [])
+                self.down.append(nn.ModuleList(layers))
+                width = c
+                skip_widths.append(width)
+            if level < len(channels) - 1:
+                self.down.append(nn.ModuleList([Downsample(width)]))
+                skip_widths.append(width)
+                size //= 2
+        self.mid = nn.ModuleList([res(width, width), attn(width), res(width, width)])
+        # Up path: num_res_blocks + 1 blocks per level, each eating one stored activation.
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(channels))):
+            c = channels[level]
+            for _ in range(num_res_blocks + 1):
+                layers = [res(width + skip_widths.pop(), c)]
+                if size in attention_resolutions:
+                    layers.append(attn(c))
+                self.up.append(nn.ModuleList(layers))
+                width = c
+            if level > 0:
+                self.up.append(nn.ModuleList([Upsample(width)]))
+                size *= 2
+        self.out_norm = nn.GroupNorm(norm_groups, width)
+        self.out = _zero(nn.Conv2d(width, in_channels, 3, padding=1))
+
+    @property
+    def null_label(self) -> int:
+        """The label index that means "unconditional" (only for conditional models)."""
+        if self.num_classes is None:
+            raise ValueError("an unconditional model (model.num_classes=null) takes no labels")
+        return self.num_classes
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """``labels``: class per image, ``null_label`` for none; None = all unconditional."""
+        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
+        if self.num_classes is not None:
+            if labels is None:
+                labels = torch.full_like(t, self.null_label)
+            emb = emb + self.label_embedding(labels)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional model (model.num_classes=null)")
+        h = self.stem(x)
+        skips = [h]
+        for layers in self.down:
+            h = self._run(layers, h, emb)
+            skips.append(h)
+        h = self._run(self.mid, h, emb)
+        for layers in self.up:
+            if isinstance(layers[0], ResBlock):
+                h = torch.cat([h, skips.pop()], dim=1)
+            h = self._run(layers, h, emb)
+        return self.out(F.silu(self.out_norm(h)))
+
+    @staticmethod
+    def _run(layers: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+        for layer in layers:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return h
