@@ -52,7 +52,6 @@ class RunConfig:
     experiment_name: str | None = None  # set by experiment presets; names the W&B group
 
 
-
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """``instantiate``, but a UserError raised inside stays a UserError (one clean line)."""
     try:

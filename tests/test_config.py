@@ -117,7 +117,10 @@ def test_every_preset_and_option_is_valid(make_cfg):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["model=huge"], "model='huge': unknown model; allowed: base, large, small"),
+        (
+            ["model=huge"],
+            "model='huge': unknown model; allowed: base, large, res_base, res_large, res_small, res_tiny, small",
+        ),
         (["-m", "sampler=ddim,plms"], "sampler='plms': unknown sampler; allowed: ddim, ddpm"),
         (["trainer.bs=1"], "Could not override 'trainer.bs'. To append to your config use"),
         (["model.channels=[1,2"], "no viable alternative at input '[1,2'"),
@@ -139,7 +142,7 @@ def test_the_entry_point_prints_one_line_and_exits_nonzero(tmp_path):
     )
     assert res.returncode != 0
     assert res.stderr.strip().splitlines() == [
-        "error: model='huge': unknown model; allowed: base, large, small"
+        "error: model='huge': unknown model; allowed: base, large, res_base, res_large, res_small, res_tiny, small"
     ]
     assert not (tmp_path / "r").exists()  # nothing was written
 

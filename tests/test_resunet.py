@@ -129,7 +129,7 @@ BAD = [
     ({"in_channels": 0}, "model.in_channels=0: an integer >= 1"),
     (
         {"image_size": 30, "channels": [8, 16, 32]},
-        "model.image_size=30: an integer divisible by 2^(levels-1)=4 for 3 widths",
+        "model.image_size=30: divisible by 2^(levels-1)=4 for 3 widths",
     ),
     (
         {"attention_resolutions": [5]},
@@ -141,9 +141,9 @@ BAD = [
     ),
     ({"dropout": 1.5}, "model.dropout=1.5: a number in [0, 1)"),
     ({"dropout": -0.1}, "model.dropout=-0.1: a number in [0, 1)"),
-    ({"time_dim": 7}, "model.time_dim=7: null (4 * model.channels[0]) or an even integer >= 4"),
+    ({"time_dim": 7}, "model.time_dim=7: an even integer >= 4"),
     ({"prediction": "score"}, "model.prediction='score': one of eps, x0, v"),
-    ({"num_classes": 0}, "model.num_classes=0: null or an integer >= 1"),
+    ({"num_classes": 0}, "model.num_classes=0: an integer >= 1, or null"),
 ]
 
 

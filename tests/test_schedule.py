@@ -117,7 +117,10 @@ def test_sigmoid_defaults_are_symmetric_about_the_middle():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"start": 3.0, "end": -3.0}, r"^schedule.start=3.0: a number less than schedule.end=-3.0$"),
+        (
+            {"start": 3.0, "end": -3.0},
+            r"^schedule.start=3.0: a number less than schedule.end=-3.0$",
+        ),
         ({"tau": 0.0}, r"^schedule.tau=0.0: a number > 0$"),
         ({"max_beta": 1.5}, r"^schedule.max_beta=1.5: a number in \(0, 1\)$"),
     ],

@@ -15,15 +15,13 @@ Same interface as :class:`ddpm.models.unet.UNet`: ``forward(x, t, labels=None)``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ddpm.diffusion.objective import PREDICTIONS
-from ddpm.errors import UserError
-from ddpm.models.unet import sinusoidal_embedding
+from ddpm.errors import is_int, is_number, plain, require
+from ddpm.models.unet import check_unet_args, sinusoidal_embedding
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -94,81 +92,34 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _is_int(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _fail(key: str, value: object, allowed: str) -> NoReturn:
-    raise UserError(f"model.{key}={value!r}: {allowed}")
-
-
-def _as_list(value: object) -> object:
-    """A plain list for lists and tuples (OmegaConf's ListConfig too), else the value itself."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        return value
-    return list(value)
-
-
-def _validate(
-    *,
-    channels: object,
-    num_res_blocks: object,
+def _check_res_args(
+    channels: list[int],
+    image_size: int,
+    num_res_blocks: int,
     attention_resolutions: object,
-    attention_heads: object,
-    dropout: object,
-    time_dim: object,
-    norm_groups: object,
-    in_channels: object,
-    image_size: object,
-    prediction: object,
-    num_classes: object,
+    attention_heads: int,
+    dropout: float,
 ) -> None:
-    """Each bad value raises UserError ``model.<key>=<value>: <what is allowed>``."""
-    if not (isinstance(channels, list) and channels and all(_is_int(c, 1) for c in channels)):
-        _fail("channels", channels, "a non-empty list of positive integer widths")
-    if not _is_int(norm_groups, 1):
-        _fail("norm_groups", norm_groups, "an integer >= 1")
-    if any(c % norm_groups for c in channels):
-        _fail("channels", channels, f"every width divisible by model.norm_groups={norm_groups}")
-    if not _is_int(num_res_blocks, 1):
-        _fail("num_res_blocks", num_res_blocks, "an integer >= 1")
-    if not _is_int(in_channels, 1):
-        _fail("in_channels", in_channels, "an integer >= 1")
-    levels = len(channels)
-    if not _is_int(image_size, 1) or image_size % 2 ** (levels - 1):
-        _fail(
-            "image_size",
-            image_size,
-            f"an integer divisible by 2^(levels-1)={2 ** (levels - 1)} for {levels} widths",
-        )
-    sizes = [image_size // 2**level for level in range(levels)]
-    if not (
+    """The rules only this network has (the shared ones are :func:`check_unet_args`')."""
+    require(is_int(num_res_blocks, 1), "model.num_res_blocks", num_res_blocks, "an integer >= 1")
+    sizes = [image_size // 2**level for level in range(len(channels))]
+    require(
         isinstance(attention_resolutions, list)
-        and all(_is_int(r, 1) and r in sizes for r in attention_resolutions)
-    ):
-        _fail(
-            "attention_resolutions",
-            attention_resolutions,
-            f"a list of resolutions the net has ({', '.join(map(str, sizes))}), or []",
-        )
+        and all(is_int(r, 1) and r in sizes for r in attention_resolutions),
+        "model.attention_resolutions",
+        attention_resolutions,
+        f"a list of resolutions the net has ({', '.join(map(str, sizes))}), or []",
+    )
     # Widths that get attention: the attention levels' and the middle's (the last level).
     attended = {channels[sizes.index(r)] for r in attention_resolutions} | {channels[-1]}
-    widths = ", ".join(map(str, sorted(attended)))
-    if not _is_int(attention_heads, 1) or any(c % attention_heads for c in attended):
-        _fail(
-            "attention_heads",
-            attention_heads,
-            f"an integer >= 1 that divides every attended width ({widths})",
-        )
-    ok = isinstance(dropout, (int, float)) and not isinstance(dropout, bool)
-    if not (ok and 0 <= dropout < 1):
-        _fail("dropout", dropout, "a number in [0, 1)")
-    if time_dim is not None and not (_is_int(time_dim, 4) and time_dim % 2 == 0):
-        _fail("time_dim", time_dim, "null (4 * model.channels[0]) or an even integer >= 4")
-    if prediction not in PREDICTIONS:
-        _fail("prediction", prediction, f"one of {', '.join(PREDICTIONS)}")
-    if num_classes is not None and not _is_int(num_classes, 1):
-        _fail("num_classes", num_classes, "null or an integer >= 1")
+    require(
+        is_int(attention_heads, 1) and all(c % attention_heads == 0 for c in attended),
+        "model.attention_heads",
+        attention_heads,
+        f"an integer >= 1 that divides every attended width "
+        f"({', '.join(map(str, sorted(attended)))})",
+    )
+    require(is_number(dropout) and 0 <= dropout < 1, "model.dropout", dropout, "a number in [0, 1)")
 
 
 class ResUNet(nn.Module):
@@ -194,20 +145,18 @@ class ResUNet(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        channels = _as_list(channels)
-        attention_resolutions = _as_list(attention_resolutions)
-        _validate(
-            channels=channels,
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=attention_resolutions,
-            attention_heads=attention_heads,
-            dropout=dropout,
-            time_dim=time_dim,
-            norm_groups=norm_groups,
-            in_channels=in_channels,
-            image_size=image_size,
-            prediction=prediction,
-            num_classes=num_classes,
+        check_unet_args(
+            channels,
+            4 if time_dim is None else time_dim,  # null: 4 * channels[0], checked below
+            norm_groups,
+            in_channels,
+            image_size,
+            prediction,
+            num_classes,
+        )
+        channels, attention_resolutions = list(channels), plain(attention_resolutions)
+        _check_res_args(
+            channels, image_size, num_res_blocks, attention_resolutions, attention_heads, dropout
         )
         time_dim = 4 * channels[0] if time_dim is None else time_dim
         self.prediction = prediction

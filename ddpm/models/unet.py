@@ -33,8 +33,9 @@ def check_unet_args(
     in_channels: int,
     image_size: int,
     prediction: str,
+    num_classes: int | None,
 ) -> None:
-    """The rules every U-Net of this package shares (widths, groups, sizes, target)."""
+    """The rules every U-Net of this package shares (widths, groups, sizes, target, labels)."""
     channels = plain(channels)
     require(
         isinstance(channels, list | tuple)
@@ -71,6 +72,12 @@ def check_unet_args(
         "model.prediction",
         prediction,
         f"one of {', '.join(PREDICTIONS)}",
+    )
+    require(
+        num_classes is None or is_int(num_classes, 1),
+        "model.num_classes",
+        num_classes,
+        "an integer >= 1, or null",
     )
 
 
@@ -115,15 +122,11 @@ class UNet(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        check_unet_args(channels, time_dim, norm_groups, in_channels, image_size, prediction)
+        check_unet_args(
+            channels, time_dim, norm_groups, in_channels, image_size, prediction, num_classes
+        )
         channels = list(channels)
         levels = len(channels)
-        require(
-            num_classes is None or is_int(num_classes, 1),
-            "model.num_classes",
-            num_classes,
-            "an integer >= 1, or null",
-        )
         self.prediction = prediction
         self.image_size = image_size
         self.in_channels = in_channels
