@@ -11,6 +11,7 @@ from ddpm.config import check_command_line, validate
 from ddpm.data import MNIST_FILES, mnist
 from ddpm.errors import UserError
 
+MODELS = "base, large, res_base, res_large, res_small, res_tiny, small"
 INVALID = [
     # (overrides, the start of the one-line message)
     (["model.channels=[]"], "model.channels=[]: a non-empty list"),
@@ -117,10 +118,7 @@ def test_every_preset_and_option_is_valid(make_cfg):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (
-            ["model=huge"],
-            "model='huge': unknown model; allowed: base, large, res_base, res_large, res_small, res_tiny, small",
-        ),
+        (["model=huge"], f"model='huge': unknown model; allowed: {MODELS}"),
         (["-m", "sampler=ddim,plms"], "sampler='plms': unknown sampler; allowed: ddim, ddpm"),
         (["trainer.bs=1"], "Could not override 'trainer.bs'. To append to your config use"),
         (["model.channels=[1,2"], "no viable alternative at input '[1,2'"),
@@ -142,7 +140,7 @@ def test_the_entry_point_prints_one_line_and_exits_nonzero(tmp_path):
     )
     assert res.returncode != 0
     assert res.stderr.strip().splitlines() == [
-        "error: model='huge': unknown model; allowed: base, large, res_base, res_large, res_small, res_tiny, small"
+        f"error: model='huge': unknown model; allowed: {MODELS}"
     ]
     assert not (tmp_path / "r").exists()  # nothing was written
 
