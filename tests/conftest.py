@@ -117,3 +117,19 @@ def run_module(module: str, *overrides: str, timeout: int = 300) -> subprocess.C
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_evaluator(tmp_path_factory: pytest.TempPathFactory):
+    """The evaluator and its test-split reference: the real cache when this machine has one,
+    else a small one trained here, once per test run (1 epoch on 3000 digits, seconds), so CI
+    runs the tests that need a trained evaluator too."""
+    from ddpm.evaluate import cache
+
+    if not HAVE_MNIST:
+        pytest.skip(f"no MNIST under {DATA_ROOT}")
+    if (cache.default_dir() / cache.WEIGHTS).is_file():
+        return cache.load_evaluator(build_missing=False)
+    folder = tmp_path_factory.mktemp("evaluator")
+    cache.build(folder, DATA_ROOT, epochs=1, limit=3000, download=False)
+    return cache.load_evaluator(folder, build_missing=False)
