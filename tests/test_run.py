@@ -46,6 +46,17 @@ def test_a_short_small_run_leaves_every_file_and_learns(tmp_path):
         f"hydra.run.dir={out}",
     )
     assert res.returncode == 0, res.stderr[-2000:]
+    # Not a terminal: the plan first, one line per logged row instead of a bar, a summary last.
+    log = res.stdout
+    assert "plan: 40 steps" in log and "757,505 parameters" in log
+    assert [ln.split("] - ")[1].split(":")[0] for ln in log.splitlines() if "] - step " in ln] == [
+        "step 10/40 (epoch 0)",
+        "step 20/40 (epoch 0)",
+        "step 30/40 (epoch 0)",
+        "step 40/40 (epoch 0)",
+    ]
+    assert "train:" not in res.stderr  # no tqdm bar redrawn into a log file
+    assert f"checkpoint: {out / 'checkpoints' / 'last.pt'}" in log and "final loss" in log
 
     for name in ["config.yaml", "overrides.yaml", "hydra.yaml"]:
         assert (out / ".hydra" / name).is_file()
