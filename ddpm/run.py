@@ -107,7 +107,15 @@ def _train(
     open_tracker = parts.logger if ranks.main else SilentTracker
     with open_tracker(run_dir=run_dir, run_config=config, **resumed) as tracker:
         out = RunOutputs(
-            run_dir, state, parts.sampler, settings, tracker, device, config, cfg.dataset.root
+            run_dir,
+            state,
+            parts.sampler,
+            settings,
+            tracker,
+            device,
+            config,
+            cfg.dataset.root,
+            measures=ranks.main,
         )
         return train(settings, state, parts.schedule, data, out, device, ranks)
 
