@@ -181,6 +181,16 @@ def _is_fresh(run_dir: Path) -> bool:
     )
 
 
+def _remove(run_dir: Path) -> None:
+    """The run dir, and the date folders above it inside the launch folder once empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    launch = Path.cwd().resolve()
+    for parent in run_dir.resolve().parents:
+        if parent == launch or launch not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 def main(cfg: DictConfig) -> float:
     """One training run in Hydra's run dir."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -189,7 +199,7 @@ def main(cfg: DictConfig) -> float:
         summary = run(cfg, run_dir)
     except UserError:
         if fresh and not in_sweep() and _is_fresh(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)  # a bad start leaves no folder behind
+            _remove(run_dir)  # a bad start leaves no folder behind
         raise
     except Interrupted as err:
         log.warning("stopped by %s; continue with:\n  %s", err, resume_command(run_dir))

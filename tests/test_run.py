@@ -118,6 +118,31 @@ def test_a_bad_config_is_one_line_and_a_nonzero_exit(tmp_path):
     assert "Traceback" not in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.batch_size=-1", "error: trainer.batch_size=-1: an integer >= 1"),
+        ("dataset.download=false", "error: dataset.root="),
+    ],
+)
+def test_a_rejected_start_leaves_no_folder_behind(tmp_path, override, message):
+    """A bad value, or data that is not there: one line, exit 1, and the launch folder is as
+    it was (no outputs/<date>/<time>, no W&B run, no empty data/MNIST/raw)."""
+    env_root = {"DDPM_DATA_ROOT": str(tmp_path / "nowhere")} if "dataset" in override else {}
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **env_root}
+    res = subprocess.run(
+        [sys.executable, "-m", "ddpm.run", override, "logger.mode=offline", "trainer.max_steps=1"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].startswith(message), res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @needs_mnist
 @pytest.mark.parametrize("option", ["trainer.precision=bf16", "trainer.channels_last=true"])
 def test_speed_options_train_to_nearly_the_same_losses(make_cfg, tmp_path, option):
