@@ -6,6 +6,12 @@ step, and Heun averages its slope with the slope at the Euler point, which costs
 network call per step but removes DDIM's first-order error. ``churn`` (EDM's S_churn) first
 raises the noise by a factor 1 + gamma, gamma = min(churn/steps, sqrt(2) - 1), with fresh
 noise, then solves down from there: stochasticity that can correct earlier errors.
+
+EDM starts at sigma_max = 80; a discrete schedule's top can sit far above it (cosine's clipped
+last beta: sigma ~ 2e4), and a trapezoid over a step that falls 500x in sigma is wildly wrong on
+a real network (its two eps estimates differ, and the difference is multiplied by ~sigma). So a
+step that starts above sigma = 80 is an Euler (DDIM) step, one call: measured on the shared
+checkpoint, Heun with that first step at second order gave FID > 600.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ddpm.diffusion.objective import to_x0
+from ddpm.diffusion.plans import SIGMA_MAX
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError
 from ddpm.samplers.base import Sampler, _is_real
@@ -24,8 +31,9 @@ from ddpm.samplers.base import Sampler, _is_real
 class HeunSampler(Sampler):
     """Heun steps between plan rows; the last row returns its x0 estimate (Euler to sigma 0).
 
-    ``nfe`` = 2 (rows - 1) + 1. In x (VP) coordinates, with a, s = sqrt(ab), sqrt(1 - ab) and
-    sigma = s/a: x_e = a_n x/a + a_n (sigma_n - sigma) eps_hat (the DDIM step), then
+    ``nfe`` = 2 (rows - 1) + 1, less one when the first row is above sigma_max. In x (VP)
+    coordinates, with a, s = sqrt(ab), sqrt(1 - ab) and sigma = s/a:
+    x_e = a_n x/a + a_n (sigma_n - sigma) eps_hat (the DDIM step), then
     x_n = a_n x/a + a_n (sigma_n - sigma)(eps_hat + eps_hat(x_e))/2. Churn's raised noise level
     is snapped to the schedule's nearest timestep (the network only knows those), and exactly
     that timestep's noise is added, so the state stays on the schedule's marginals.
@@ -53,9 +61,15 @@ class HeunSampler(Sampler):
         )
         self.churn = float(churn)
 
+    def _euler_only(self, i: int) -> bool:
+        """Row i's step is first order: it starts above EDM's sigma_max (see the module)."""
+        tab = self.table
+        return float(tab.sqrt_one_minus_alpha_bar[i] / tab.sqrt_alpha_bar[i]) > SIGMA_MAX
+
     @property
     def nfe(self) -> int:
-        return 2 * len(self.table) - 1
+        rows = len(self.table)
+        return 2 * rows - 1 - sum(self._euler_only(i) for i in range(1, rows))
 
     def _x0(self, model: nn.Module, x: Tensor, pos: int, labels: Tensor | None) -> Tensor:
         """The x0 estimate at row ``pos`` of the full schedule (churn leaves the plan)."""
@@ -104,5 +118,7 @@ class HeunSampler(Sampler):
         eps = (x - a_h * self._x0(model, x, pos, labels)) / s_h
         base = (a_n / a_h) * x
         x_euler = base + a_n * dsigma * eps
+        if self._euler_only(i):
+            return x_euler
         eps_euler = (x_euler - a_n * self._x0(model, x_euler, nxt, labels)) / s_n
         return base + a_n * dsigma * 0.5 * (eps + eps_euler)
