@@ -8,13 +8,15 @@ from ddpm.samplers.dpm_solver_pp import DPMSolverPPSampler
 
 class DPMSolverPP3MSampler(DPMSolverPPSampler):
     """DPM-Solver++ with ``order=3``: the two previous x0 estimates give a second-difference
-    term. Its own class (and yaml) so a config names it; the step is the 2M sampler's."""
+    term. Its own class (and yaml) so a config names it; the step is the 2M sampler's. On the
+    log-SNR plan by default: at 20 calls it is within 2% on the Gaussian oracle, -24% on
+    linspace."""
 
     def __init__(
         self,
         schedule: NoiseSchedule,
         steps: int | None = 20,
-        spacing: str = "linspace",
+        spacing: str = "logsnr",
         final_step: str = "first_order",
         clip_x0: bool = True,
         dynamic_threshold: float | None = None,

@@ -36,15 +36,17 @@ class HeunSampler(Sampler):
     x_e = a_n x/a + a_n (sigma_n - sigma) eps_hat (the DDIM step), then
     x_n = a_n x/a + a_n (sigma_n - sigma)(eps_hat + eps_hat(x_e))/2. Churn's raised noise level
     is snapped to the schedule's nearest timestep (the network only knows those), and exactly
-    that timestep's noise is added, so the state stays on the schedule's marginals.
+    that timestep's noise is added, so the state stays on the schedule's marginals. Defaults
+    (11 rows = 20 calls from a cosine top, Karras plan, churn 2): its best FID on the shared
+    checkpoint (experiments/sampler_quality), where churn 0 was 40% worse.
     """
 
     def __init__(
         self,
         schedule: NoiseSchedule,
-        steps: int | None = 10,
+        steps: int | None = 11,
         spacing: str = "karras",
-        churn: float = 0.0,
+        churn: float = 2.0,
         clip_x0: bool = True,
         dynamic_threshold: float | None = None,
         guidance_scale: float = 1.0,

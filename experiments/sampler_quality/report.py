@@ -39,18 +39,37 @@ def load(path: Path) -> list[dict]:
 
 def table(rows: list[dict], baseline: dict[tuple, float]) -> str:
     lines = [
-        "| weights | samples | sampler | spacing | options | NFE | FID | vs 1000 | KID | img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| weights | samples | seed | sampler | spacing | options | NFE | FID | vs 1000 | KID "
+        "| img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = sorted(rows, key=lambda r: (r["weights"], -r["count"], r["nfe"], r["fid"]))
     for r in rows:
         base = baseline.get((r["weights"], r["count"]))
         rel = f"{100 * (r['fid'] / base - 1):+.0f}%" if base else "?"
         lines.append(
-            f"| {r['weights']} | {r['count']} | {r['sampler']} | {r.get('spacing', 'linspace')} "
+            f"| {r['weights']} | {r['count']} | {r['seed']} | {r['sampler']} "
+            f"| {r.get('spacing', 'linspace')} "
             f"| {options(r)} | {r['nfe']} | {r['fid']:.1f} | {rel} | {r['kid']:.1f} "
             f"| {r['images_per_s']:.1f} |"
         )
+    return "\n".join(lines)
+
+
+def pivot(rows: list[dict], weights: str, count: int) -> str:
+    """FID by (sampler, spacing) and NFE: one row per setting, one column per budget."""
+    budgets = [5, 10, 20, 50, 100]
+    cells: dict[tuple, dict[int, str]] = defaultdict(dict)
+    for r in rows:
+        if r["weights"] != weights or r["count"] != count or r["nfe"] >= 1000 or r["seed"]:
+            continue
+        name = r["sampler"] if options(r) == "-" else f"{r['sampler']} ({options(r)})"
+        col = min(budgets, key=lambda b: abs(b - r["nfe"]))
+        nfe = "" if r["nfe"] == col else f" ({r['nfe']})"
+        cells[(name, r.get("spacing", "linspace"))][col] = f"{r['fid']:.1f}{nfe}"
+    lines = []
+    for (name, spacing), by in sorted(cells.items()):
+        lines.append(f"| {name} | {spacing} | " + " | ".join(by.get(b, "") for b in budgets) + " |")
     return "\n".join(lines)
 
 
@@ -72,7 +91,7 @@ def plot(rows: list[dict], baseline: dict[tuple, float], out: Path) -> None:
     for ax, (w, n) in zip(axes[0], panels, strict=True):
         lines = defaultdict(list)
         for r in rows:
-            if r["weights"] == w and r["count"] == n and r["nfe"] < 1000:
+            if r["weights"] == w and r["count"] == n and r["nfe"] < 1000 and r["seed"] == 0:
                 lines[(r["sampler"], options(r), r.get("spacing", "linspace"))].append(
                     (r["nfe"], r["fid"])
                 )
@@ -136,10 +155,12 @@ def main() -> None:
     baseline = {
         (r["weights"], r["count"]): r["fid"]
         for r in rows
-        if r["sampler"] == "ddpm" and r["nfe"] == 1000 and options(r) == "-"
+        if r["sampler"] == "ddpm" and r["nfe"] == 1000 and options(r) == "-" and r["seed"] == 0
     }
     text = table(rows, baseline)
     (HERE / "table.md").write_text(text + "\n")
+    for w in sorted({r["weights"] for r in rows}):
+        (HERE / f"pivot_{w}_200.md").write_text(pivot(rows, w, 200) + "\n")
     plot(rows, baseline, HERE / "fid_vs_nfe.png")
     if args.grid:
         grids(args.grid, Path(args.store), HERE / "grid_best_10_20_50.png")
