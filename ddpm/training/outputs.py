@@ -41,12 +41,15 @@ class RunOutputs:
         self.last_checkpoint = run_dir / "checkpoints" / "last.pt"
         self.quality = None
         if settings.eval_every:
-            from ddpm.evaluate.cache import load_evaluator
+            from ddpm.evaluate.cache import dataset_of, load_evaluator
 
+            name, options = dataset_of(config.get("dataset"))
             # Building the evaluator (first use) seeds torch: keep the training streams, which
             # every rank must share, untouched.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                self.quality = load_evaluator(None, device, data_root=data_root)
+                self.quality = load_evaluator(
+                    None, device, data_root=data_root, dataset=name, options=options
+                )
 
     def checkpoint(self, keep: bool) -> Path:
         """Writes last.pt (and, when ``keep``, step_<n>.pt; only the newest keep_last stay)."""
@@ -98,7 +101,7 @@ class RunOutputs:
         viz.plot_loss([s for s, _ in history], [v for _, v in history], self.run_dir / "loss.png")
 
     def evaluate(self) -> dict[str, float]:
-        """FID and friends of ``eval_samples`` fresh samples on the cached evaluator."""
+        """FID and friends of ``eval_samples`` fresh samples on the dataset's cached evaluator."""
         from ddpm.evaluate.metrics import evaluate_images
 
         evaluator, reference = self.quality
