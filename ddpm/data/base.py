@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ddpm.errors import UserError, is_number, require
 
+
 @dataclass
 class ImageDataset:
     """Images scaled to [-1, 1], shape (N, C, H, W), with their integer labels."""

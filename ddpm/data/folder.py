@@ -118,7 +118,8 @@ class ImageFolder:
                 img = img.convert("RGB" if self.channels == 3 else "L")
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"dataset file {str(path)!r}: not a readable image ({reason})") from None
+            message = f"dataset file {str(path)!r}: not a readable image ({reason})"
+            raise UserError(message) from None
         size = self.image_size
         if self.resize:
             img = center_crop(resize(img, size), [size, size])

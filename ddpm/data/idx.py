@@ -90,7 +90,8 @@ class Mnist:
                         shutil.copyfileobj(src, dst)
                 except (OSError, EOFError) as err:
                     tmp.unlink(missing_ok=True)
-                    raise UserError(f"dataset file {str(packed)!r}: cannot unpack ({err})") from None
+                    message = f"dataset file {str(packed)!r}: cannot unpack ({err})"
+                    raise UserError(message) from None
                 tmp.replace(plain_file)
 
     def load(self) -> ImageDataset:

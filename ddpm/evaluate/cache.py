@@ -37,9 +37,10 @@ MINUTES_PER_EPOCH_CPU = 3  # measured on a busy shared 2-core CPU; a GPU takes s
 # The labelled datasets that have an evaluator: name -> the class that reads them.
 EVALUATED: dict[str, type] = {"mnist": Mnist, "fashion_mnist": FashionMnist, "cifar10": Cifar10}
 NO_EVALUATOR = (
-    "no trained evaluator for {name} (its images have no labels to train one on): FID, KID "
-    "and precision/recall apply with evaluate.features=inception; class_entropy, "
-    "confident_share and label_accuracy do not apply"
+    "no trained evaluator for {name} (one is trained for " + ", ".join(EVALUATED) + " only): "
+    "FID, KID and precision/recall apply with features=inception (python -m ddpm.evaluate "
+    "run_dir=... features=inception); class_entropy, confident_share and label_accuracy do "
+    "not apply"
 )
 
 

@@ -61,7 +61,8 @@ def scorer(cfg: DictConfig, run_cfg: DictConfig, device: Any) -> tuple[Any, Any,
         )
         return model, reference, {"dataset": name, "features": "inception", **model.meta}
     if name not in EVALUATED:
-        raise UserError(f"features='classifier': {NO_EVALUATOR.format(name=name)}")
+        shown = "image folders" if name == "image_folder" else name
+        raise UserError(f"features='classifier': {NO_EVALUATOR.format(name=shown)}")
     model, reference = load_evaluator(
         cfg.evaluator_dir, device, data_root=root, dataset=name, options=options
     )

@@ -46,7 +46,7 @@ def missing() -> str | None:
         needs.append(f"the FID Inception-v3 weights: download {WEIGHTS_URL} to {path}")
     if not needs:
         return None
-    return "evaluate.features='inception': needs " + " and ".join(needs) + " (read offline)"
+    return "features='inception': needs " + " and ".join(needs) + " (read offline)"
 
 
 class InceptionFeatures(nn.Module):
