@@ -417,6 +417,11 @@ def test_an_rgb_image_folder_trains_at_32_with_no_model_override(rgb_folder, tmp
     )  # fmt: skip
     msg = one_line_error(evaluate_run, cfg, "ddim")
     assert msg.startswith("features='classifier': no trained evaluator for image folders")
+    eval_msg = one_line_error(
+        train, tmp_path / "again", "dataset=image_folder", f"dataset.root={rgb_folder}",
+        "trainer.eval_every=2",
+    )  # fmt: skip
+    assert eval_msg.startswith("trainer.eval_every=2: no trained evaluator for image folders")
     assert "(one is trained for mnist, fashion_mnist, cifar10 only)" in msg
     assert "apply with features=inception" in msg and "label_accuracy do not apply" in msg
 
