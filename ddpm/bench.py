@@ -1,4 +1,5 @@
-"""``python -m ddpm.bench model=base``: this pipeline against the seed's, side by side.
+"""``python -m ddpm.bench model=base``: this pipeline against the seed's, side by side, and
+what the training step achieves in each precision and compile variant.
 
 Training: images/s of our loop (the dataset as one tensor, batches by indexing, no workers,
 with the config's ``trainer.channels_last``, ``trainer.precision`` and ``trainer.compile``)
@@ -6,7 +7,9 @@ against a reference done the seed's way (torchvision DataLoader with ToTensor + 
 2 worker processes, same network, same optimizer, fp32, default layout). Sampling: seconds
 per digit of the configured fast sampler against 1000-step ancestral sampling. Rounds
 alternate reference and ours, so load from other processes hits both alike; the ratio is
-the number to read.
+the number to read. Variants (``bench.variants``): the loop's own step in fp32 eager, bf16,
+compiled and graphed (CUDA graphs through ``torch.compile(mode="reduce-overhead")``), each
+with images/s, seconds per epoch and achieved TFLOP/s from the model's FLOPs per image.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from ddpm.cli import hydra_command
 from ddpm.config import Parts, build_parts
 from ddpm.data import batch_stream
 from ddpm.devices import pick_device
+from ddpm.errors import plain, require
+from ddpm.models.flops import flops_per_image
 from ddpm.samplers import AncestralSampler
 from ddpm.sampling import generate
 from ddpm.training.settings import TrainerSettings
@@ -85,6 +90,63 @@ def make_step(
     return step
 
 
+# Each variant: the trainer settings it changes from the configured ones.
+VARIANTS: dict[str, dict[str, object]] = {
+    "fp32": {"precision": "fp32", "compile": False},
+    "bf16": {"precision": "bf16", "compile": False},
+    "compiled": {"precision": "fp32", "compile": True},
+    "bf16_compiled": {"precision": "bf16", "compile": True},
+    "graphed": {"precision": "bf16", "compile": "reduce-overhead"},
+}
+
+
+def variant_table(
+    cfg: DictConfig,
+    device: torch.device,
+    batches: Callable[[], Iterator[torch.Tensor]],
+    epoch_images: int,
+) -> list[dict[str, object]]:
+    """One row per ``bench.variants`` entry: the loop's step under that variant's settings.
+
+    A variant that cannot run here (CUDA graphs off CUDA, a compiler error) gets its reason
+    instead of numbers, so one missing toolchain does not lose the whole table.
+    """
+    b = cfg.bench
+    variants = plain(b.variants)
+    require(
+        isinstance(variants, list) and all(v in VARIANTS for v in variants),
+        "bench.variants",
+        variants,
+        f"a list of {', '.join(VARIANTS)}",
+    )
+    rows: list[dict[str, object]] = []
+    for name in variants:
+        parts = build_parts(cfg, device)
+        shape = (parts.model.in_channels, parts.model.image_size, parts.model.image_size)
+        flops = flops_per_image(parts.model, shape)["forward_backward"]
+        row: dict[str, object] = {"variant": name, "flops_per_image": flops}
+        if VARIANTS[name]["compile"] == "reduce-overhead" and device.type != "cuda":
+            rows.append({**row, "skipped": "CUDA graphs need a CUDA device"})
+            continue
+        settings = replace(parts.settings, **VARIANTS[name])
+        try:
+            rate = train_rate(
+                make_step(parts, batches(), settings, device), b.warmup, b.train_steps
+            )
+        except Exception as err:  # noqa: BLE001 - e.g. no C++ compiler for torch.compile
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            rows.append({**row, "skipped": f"{type(err).__name__}: {reason}"[:200]})
+            continue
+        row.update(
+            images_per_s=rate,
+            seconds_per_epoch=epoch_images / rate,
+            achieved_tflops=rate * flops / 1e12,
+        )
+        rows.append(row)
+        log.info("%s: %.1f img/s", name, rate)
+    return rows
+
+
 def bench(cfg: DictConfig) -> dict:
     b = cfg.bench
     device = pick_device(cfg.device)
@@ -96,6 +158,8 @@ def bench(cfg: DictConfig) -> dict:
     def ours_batches() -> Iterator[torch.Tensor]:
         for _, idx in batch_stream(len(images), settings.batch_size, 0):
             yield images[idx.to(device)]
+
+    variants = variant_table(cfg, device, ours_batches, len(images))
 
     # The seed's way: torchvision's DataLoader, fp32, default layout, no EMA, no compile.
     seed_way = replace(
@@ -149,6 +213,7 @@ def bench(cfg: DictConfig) -> dict:
         "threads": torch.get_num_threads(),
         "settings": OmegaConf.to_container(b, resolve=True),
         "ours": {k: getattr(settings, k) for k in ("channels_last", "precision", "compile")},
+        "variants": variants,
     }
     return result
 
@@ -165,6 +230,17 @@ def main(cfg: DictConfig) -> None:
         f"sample {ref_name} {ref_s:.3f} s/digit | {fast_name} {fast_s:.4f} s/digit "
         f"| ratio {result['sample_ratio']:.1f}x"
     )
+    print("\n| variant | img/s | s/epoch | GFLOP/img (fwd+bwd) | achieved TFLOP/s |")
+    print("|---|---|---|---|---|")
+    for row in result["variants"]:
+        gflop = row["flops_per_image"] / 1e9
+        if "skipped" in row:
+            print(f"| {row['variant']} | - | - | {gflop:.3f} | {row['skipped']} |")
+        else:
+            print(
+                f"| {row['variant']} | {row['images_per_s']:.1f} | "
+                f"{row['seconds_per_epoch']:.2f} | {gflop:.3f} | {row['achieved_tflops']:.4f} |"
+            )
     if cfg.out_dir:
         out = Path(cfg.out_dir).expanduser()
         out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm.cli import hydra_command
 from ddpm.errors import UserError
 from ddpm.tracking import read_metrics
+from ddpm.viz import Figure, plt
 
 # Summary keys shown when any job has them (quality metrics arrive with evaluation).
 COLUMNS = [
@@ -102,13 +103,8 @@ def table(jobs: list[Job]) -> str:
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
 
 
-def plot(jobs: list[Job], path: Path) -> Path:
+def loss_figure(jobs: list[Job], title: str) -> Figure:
     """Loss curves overlaid, one colour per job, labelled by its overrides."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(8, 5))
     for job in jobs:
         rows = [r for r in job.metrics if "loss" in r]
@@ -126,8 +122,13 @@ def plot(jobs: list[Job], path: Path) -> Path:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(path.parent.name)
+    ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def plot(jobs: list[Job], path: Path) -> Path:
+    fig = loss_figure(jobs, path.parent.name)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

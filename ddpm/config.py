@@ -124,6 +124,8 @@ def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
     schedule = build(cfg.schedule).to(device)
     sampler = build(cfg.sampler, schedule=schedule)
     optimizer = build(cfg.optimizer)(model.parameters())
+    for group in optimizer.param_groups:  # trainer.lr_batch_rule: lr for this batch size
+        group["lr"] *= settings.lr_factor()
     dataset = build(cfg.dataset)
     logger = build(cfg.logger, _partial_=True)
     return Parts(settings, model, schedule, sampler, optimizer, dataset, logger)

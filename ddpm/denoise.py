@@ -225,6 +225,7 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
             "t": t,
             "noise_level_t": float(noise_levels(schedule)[t]),
             "steps": len(sampler.starting_at(t).timesteps),
+            "nfe": sampler.starting_at(t).nfe,
             "psnr_noisy": psnr(noisy, clean).mean().item(),
             "psnr_denoised": psnr(denoised, clean).mean().item(),
             "psnr_blur": psnr(blurred, clean).mean().item(),

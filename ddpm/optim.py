@@ -1,4 +1,4 @@
-"""Optimizers the ``optimizer`` group builds: torch's own, with their ranges checked once here.
+"""The optimizer the ``optimizer`` group builds: torch's Adam(W), its ranges checked here.
 
 Built with ``_partial_: true``; the training code passes the parameters. On CUDA the fused
 kernels are used (one launch per step instead of one per tensor); elsewhere torch's default.
@@ -38,29 +38,16 @@ def _fused(params: list[torch.nn.Parameter]) -> bool | None:
     return True if params and all(p.is_cuda for p in params) else None
 
 
-def adamw(
-    params: Iterable[torch.nn.Parameter],
-    lr: float = 2e-4,
-    betas: Sequence[float] = (0.9, 0.999),
-    weight_decay: float = 0.01,
-) -> torch.optim.AdamW:
-    """AdamW (the seed's optimizer, lr 2e-4)."""
-    params = list(params)
-    pair = _check(lr, betas, weight_decay)
-    return torch.optim.AdamW(
-        params, lr=lr, betas=pair, weight_decay=weight_decay, fused=_fused(params)
-    )
-
-
 def adam(
     params: Iterable[torch.nn.Parameter],
     lr: float = 2e-4,
     betas: Sequence[float] = (0.9, 0.999),
-    weight_decay: float = 0.0,
-) -> torch.optim.Adam:
-    """Adam with L2 weight decay (coupled), for comparison with AdamW."""
+    weight_decay: float = 0.01,
+    decoupled: bool = True,
+) -> torch.optim.Optimizer:
+    """AdamW (``decoupled``, the seed's optimizer) or Adam with coupled L2 weight decay."""
     params = list(params)
     pair = _check(lr, betas, weight_decay)
-    return torch.optim.Adam(
-        params, lr=lr, betas=pair, weight_decay=weight_decay, fused=_fused(params)
-    )
+    require(isinstance(decoupled, bool), "optimizer.decoupled", decoupled, "true or false")
+    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return kind(params, lr=lr, betas=pair, weight_decay=weight_decay, fused=_fused(params))

@@ -107,7 +107,15 @@ def _train(
     open_tracker = parts.logger if ranks.main else SilentTracker
     with open_tracker(run_dir=run_dir, run_config=config, **resumed) as tracker:
         out = RunOutputs(
-            run_dir, state, parts.sampler, settings, tracker, device, config, cfg.dataset.root
+            run_dir,
+            state,
+            parts.sampler,
+            settings,
+            tracker,
+            device,
+            config,
+            cfg.dataset.root,
+            measures=ranks.main,
         )
         return train(settings, state, parts.schedule, data, out, device, ranks)
 
@@ -173,6 +181,16 @@ def _is_fresh(run_dir: Path) -> bool:
     )
 
 
+def _remove(run_dir: Path) -> None:
+    """The run dir, and the date folders above it inside the launch folder once empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    launch = Path.cwd().resolve()
+    for parent in run_dir.resolve().parents:
+        if parent == launch or launch not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 def main(cfg: DictConfig) -> float:
     """One training run in Hydra's run dir."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -181,7 +199,7 @@ def main(cfg: DictConfig) -> float:
         summary = run(cfg, run_dir)
     except UserError:
         if fresh and not in_sweep() and _is_fresh(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)  # a bad start leaves no folder behind
+            _remove(run_dir)  # a bad start leaves no folder behind
         raise
     except Interrupted as err:
         log.warning("stopped by %s; continue with:\n  %s", err, resume_command(run_dir))

@@ -119,6 +119,7 @@ def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
         "checkpoint": str(ckpt),
         "sampler": sampler_name,
         "steps": steps,
+        "nfe": sampler.nfe,  # network calls per image
         "num_samples": num,
         "labels": None if labels is None else labels.tolist(),
         "guidance_scale": None if labels is None else sampler.guidance_scale,

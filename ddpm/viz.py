@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402, F401 - for modules that draw
 from torch import Tensor  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 

@@ -50,7 +50,8 @@ INVALID = [
     (["trainer.loss_weighting=snr"], "trainer.loss_weighting='snr': one of none, min_snr"),
     (["device=tpu"], "device='tpu': auto, cpu, mps, cuda or cuda:<index>"),
     (["trainer.precision=fp8"], "trainer.precision='fp8': one of fp32, bf16, fp16"),
-    (["trainer.compile=maybe"], "trainer.compile='maybe': true or false"),
+    (["trainer.compile=maybe"], "trainer.compile='maybe': true, false or a mode: default"),
+    (["trainer.lr_batch_rule=cube"], "trainer.lr_batch_rule='cube': one of none, linear, sqrt"),
     (["trainer.channels_last=1"], "trainer.channels_last=1: true or false"),
     (["trainer.ema_decay=1.0"], "trainer.ema_decay=1.0: a number in (0, 1), or null"),
     (["trainer.eval_every=-1"], "trainer.eval_every=-1: an integer >= 0"),
@@ -65,7 +66,9 @@ INVALID = [
     (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1: a number >= 0"),
     (["sampler.steps=0"], "sampler.steps=0: null or 1..schedule.timesteps=1000"),
     (["sampler.steps=2000"], "sampler.steps=2000: null or 1..schedule.timesteps=1000"),
-    (["sampler=ddim", "sampler.eta=-1"], "sampler.eta=-1: a number >= 0"),
+    (["sampler=ddim", "sampler.eta=-1"], "sampler.eta=-1: a number in [0, 1]"),
+    (["sampler=ddim", "sampler.eta=1.5"], "sampler.eta=1.5: a number in [0, 1]"),
+    (["sampler.spacing=cubic"], "sampler.spacing='cubic': one of "),
     (["logger.mode=sometimes"], "logger.mode='sometimes': one of auto, online"),
     (["+lr=1"], "lr=1: unknown key; allowed: dataset"),
     (["model.num_classes=0"], "model.num_classes=0: an integer >= 1, or null"),
@@ -192,3 +195,12 @@ def test_recipes_compose_to_their_settings(make_cfg) -> None:
     )
     mixed = make_cfg("model=base")  # the command line wins over the recipe's model only
     assert list(mixed.model.channels) == [64, 128, 256] and mixed.optimizer.lr == 1e-3
+
+
+@pytest.mark.parametrize(("rule", "factor"), [("none", 1.0), ("linear", 4.0), ("sqrt", 2.0)])
+def test_the_lr_follows_the_batch_size_by_the_stated_rule(make_cfg, rule, factor):
+    from ddpm.config import build_parts
+
+    cfg = make_cfg("recipe=seed", "trainer.batch_size=512", f"trainer.lr_batch_rule={rule}")
+    optimizer = build_parts(cfg).optimizer
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-4 * factor, rel=1e-12)

@@ -294,6 +294,7 @@ def test_evaluate_command_writes_json_and_logs_into_the_runs_wandb_run(
 
     saved = json.loads((run_dir / "eval" / "ddim_2_n12.json").read_text())
     assert saved["metrics"] == result["metrics"] and saved["step"] == 4
+    assert saved["nfe"] == 2  # DDIM, two steps
     assert {"fid", "kid", "precision", "recall", "confident_share"} <= set(saved["metrics"])
     runs = read_runs(run_dir)
     assert len(runs) == 2 and runs[0].run_id == runs[1].run_id == first.id

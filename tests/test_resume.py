@@ -89,8 +89,9 @@ def test_a_stop_signal_checkpoints_at_a_step_boundary_and_exits_cleanly(tmp_path
     proc = start(tmp_path, "trainer.max_steps=100000")
     wait_for(proc, "checkpoint at step 3")
     proc.send_signal(sig)
-    proc.communicate()
+    rest, _ = proc.communicate()
     assert proc.returncode == 128 + sig  # 130 / 143, the shell's convention
+    assert f"hydra.run.dir={tmp_path}" in rest  # the exact command that continues this run
     last = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     assert 3 <= last["step"] < 100000
     assert [s for s, _ in losses(tmp_path)] == list(range(1, last["step"] + 1))

@@ -46,6 +46,17 @@ def test_a_short_small_run_leaves_every_file_and_learns(tmp_path):
         f"hydra.run.dir={out}",
     )
     assert res.returncode == 0, res.stderr[-2000:]
+    # Not a terminal: the plan first, one line per logged row instead of a bar, a summary last.
+    log = res.stdout
+    assert "plan: 40 steps" in log and "757,505 parameters" in log
+    assert [ln.split("] - ")[1].split(":")[0] for ln in log.splitlines() if "] - step " in ln] == [
+        "step 10/40 (epoch 0)",
+        "step 20/40 (epoch 0)",
+        "step 30/40 (epoch 0)",
+        "step 40/40 (epoch 0)",
+    ]
+    assert "train:" not in res.stderr  # no tqdm bar redrawn into a log file
+    assert f"checkpoint: {out / 'checkpoints' / 'last.pt'}" in log and "final loss" in log
 
     for name in ["config.yaml", "overrides.yaml", "hydra.yaml"]:
         assert (out / ".hydra" / name).is_file()
@@ -105,6 +116,31 @@ def test_a_bad_config_is_one_line_and_a_nonzero_exit(tmp_path):
         "error: model.channels=[30, 60]: every width divisible by model.norm_groups=8"
     ], res.stderr
     assert "Traceback" not in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.batch_size=-1", "error: trainer.batch_size=-1: an integer >= 1"),
+        ("dataset.download=false", "error: dataset.root="),
+    ],
+)
+def test_a_rejected_start_leaves_no_folder_behind(tmp_path, override, message):
+    """A bad value, or data that is not there: one line, exit 1, and the launch folder is as
+    it was (no outputs/<date>/<time>, no W&B run, no empty data/MNIST/raw)."""
+    env_root = {"DDPM_DATA_ROOT": str(tmp_path / "nowhere")} if "dataset" in override else {}
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **env_root}
+    res = subprocess.run(
+        [sys.executable, "-m", "ddpm.run", override, "logger.mode=offline", "trainer.max_steps=1"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].startswith(message), res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @needs_mnist

@@ -62,6 +62,7 @@ def test_sample_cli_writes_grid_strip_and_tensor(tiny_run):
         assert img.size[0] > 4 * img.size[1]
     info = json.loads((out / "sample.json").read_text())
     assert info["steps"] == 8 and info["num_samples"] == 12 and info["images_per_s"] > 0
+    assert info["nfe"] == 8  # one network call per step for DPM-Solver++(2M)
 
     # Same seed, same samples; the checkpoint= form and out_dir= land where asked.
     again = tiny_run / "again"

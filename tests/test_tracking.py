@@ -54,9 +54,15 @@ def test_an_offline_run_holds_history_images_summary_and_config(make_cfg, tmp_pa
     assert all({"lr", "grad_norm", "images_per_s"} <= set(r) for r in wb.history if "loss" in r)
     images = [f for f in wb.files if f.startswith("media/images/samples/")]
     assert any("grid" in f for f in images) and any("progress" in f for f in images)
-    for f in images:
+    local = {}
+    for png in (tmp_path / "samples").glob("*.png"):
+        with Image.open(png) as img:
+            local[png.name] = (img.size, list(img.convert("RGB").getdata()))
+    for f in images:  # each logged picture is one of the run's own files, pixel for pixel
         with Image.open(wb.folder / "files" / f) as img:
-            assert img.size[0] > 0
+            logged = (img.size, list(img.convert("RGB").getdata()))
+        assert logged in local.values(), f
+    assert local["grid_0000004.png"][0] == (2 + 4 * 30, 2 + 30)  # 4 digits in one row
     assert wb.summary["final_loss"] == summary["final_loss"]
     assert wb.summary["steps"] == 4 and "images_per_s" in wb.summary
     assert wb.config["trainer"]["max_steps"] == 4  # the resolved config, as a plain dict
@@ -171,3 +177,28 @@ def test_compare_on_a_missing_dir_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as ended:
         cli([str(tmp_path / "nope")])
     assert ended.value.code == f"error: sweep dir {str(tmp_path / 'nope')!r} does not exist"
+
+
+def test_compare_tells_repeated_runs_apart_and_draws_single_points(tmp_path):
+    """A job run twice with the same overrides, and one logged row per job: distinct labels,
+    and a marker for each job's single point."""
+
+    for job, loss, model in (("0", 0.5, "small"), ("1", 0.25, "small"), ("2", 0.1, "base")):
+        folder = tmp_path / job
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- model={model}\n")
+        (folder / "metrics.jsonl").write_text(json.dumps({"step": 10, "loss": loss}) + "\n")
+        (folder / "summary.json").write_text(json.dumps({"final_loss": loss, "steps": 10}))
+    text = compare(tmp_path)
+    assert "`model=small (#0)`" in text and "`model=small (#1)`" in text
+    assert "`model=base`" in text
+    assert (tmp_path / "comparison.png").is_file()
+    from ddpm.compare import find_jobs, loss_figure
+
+    lines = loss_figure(find_jobs(tmp_path), "t").axes[0].lines
+    assert [line.get_label() for line in lines] == [
+        "model=small (#0)",
+        "model=small (#1)",
+        "model=base",
+    ]
+    assert all(line.get_marker() == "o" and len(line.get_xdata()) == 1 for line in lines)

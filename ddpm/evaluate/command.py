@@ -112,6 +112,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
         "step": train_step,
         "sampler": sampler_name,
         "steps": steps,
+        "nfe": sampler.nfe,  # network calls per image
         "guidance_scale": sampler.guidance_scale if labels is not None else None,
         "num_samples": cfg.num_samples,
         "seed": cfg.seed,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddpm.errors import is_int, is_number, plain, require
-from ddpm.models.unet import check_unet_args, sinusoidal_embedding
+from ddpm.models.unet import DenoisingNet, check_unet_args
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -148,7 +148,7 @@ def _check_res_args(
     require(is_number(dropout) and 0 <= dropout < 1, "model.dropout", dropout, "a number in [0, 1)")
 
 
-class ResUNet(nn.Module):
+class ResUNet(DenoisingNet):
     """Predicts ``prediction`` (eps, x0 or v) from a noisy image and its timestep.
 
     ``channels`` gives one width per resolution level (28 -> 14 -> 7 for three levels at
@@ -190,19 +190,8 @@ class ResUNet(nn.Module):
             channels, image_size, num_res_blocks, attention_resolutions, attention_heads, dropout
         )
         time_dim = 4 * channels[0] if time_dim is None else time_dim
-        self.prediction = prediction
         self.attention_resolutions = list(attention_resolutions)
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.time_dim = time_dim
-        self.time_mlp = nn.Sequential(
-            nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
-        )
-        # One learned vector per label plus a "no label" row at index num_classes (what
-        # classifier-free guidance's unconditional prediction and label dropout use).
-        if num_classes is not None:
-            self.label_embedding = nn.Embedding(num_classes + 1, time_dim)
+        self._init_embedding(time_dim, in_channels, image_size, prediction, num_classes)
 
         def res(c_in: int, c_out: int) -> ResBlock:
             return ResBlock(c_in, c_out, time_dim, norm_groups, dropout)
@@ -242,22 +231,8 @@ class ResUNet(nn.Module):
         self.out_norm = nn.GroupNorm(norm_groups, width)
         self.out = _zero(nn.Conv2d(width, in_channels, 3, padding=1))
 
-    @property
-    def null_label(self) -> int:
-        """The label index that means "unconditional" (only for conditional models)."""
-        if self.num_classes is None:
-            raise ValueError("an unconditional model (model.num_classes=null) takes no labels")
-        return self.num_classes
-
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        """``labels``: class per image, ``null_label`` for none; None = all unconditional."""
-        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
-        if self.num_classes is not None:
-            if labels is None:
-                labels = torch.full_like(t, self.null_label)
-            emb = emb + self.label_embedding(labels)
-        elif labels is not None:
-            raise ValueError("labels given to an unconditional model (model.num_classes=null)")
+        emb = self.embed(t, labels)
         h = self.stem(x)
         skips = [h]
         for layers in self.down:

@@ -103,7 +103,53 @@ class Block(nn.Module):
         return self.act(self.norm(h))
 
 
-class UNet(nn.Module):
+class DenoisingNet(nn.Module):
+    """What every network here shares: the attributes samplers and losses read
+    (``prediction``, ``image_size``, ``in_channels``, ``num_classes``, ``null_label``) and the
+    time (plus label) embedding every block is conditioned on."""
+
+    def _init_embedding(
+        self,
+        time_dim: int,
+        in_channels: int,
+        image_size: int,
+        prediction: str,
+        num_classes: int | None,
+    ) -> None:
+        self.prediction = prediction
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.time_dim = time_dim
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
+        )
+        # Class conditioning: one learned vector per label, added to the time embedding, plus
+        # a "no label" vector at index num_classes, which is what classifier-free guidance's
+        # unconditional prediction uses (and what label dropout trains).
+        self.num_classes = num_classes
+        if num_classes is not None:
+            self.label_embedding = nn.Embedding(num_classes + 1, time_dim)
+
+    @property
+    def null_label(self) -> int:
+        """The label index that means "unconditional" (only for conditional models)."""
+        if self.num_classes is None:
+            raise ValueError("an unconditional model (model.num_classes=null) takes no labels")
+        return self.num_classes
+
+    def embed(self, t: Tensor, labels: Tensor | None) -> Tensor:
+        """``labels``: class per image, ``null_label`` for none; None = all unconditional."""
+        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
+        if self.num_classes is not None:
+            if labels is None:
+                labels = torch.full_like(t, self.null_label)
+            emb = emb + self.label_embedding(labels)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional model (model.num_classes=null)")
+        return emb
+
+
+class UNet(DenoisingNet):
     """Predicts ``prediction`` (eps, x0 or v) from a noisy image and its timestep.
 
     Down path: a plain block to ``channels[0]``, then one stride-2 block per further width.
@@ -127,19 +173,7 @@ class UNet(nn.Module):
         )
         channels = list(channels)
         levels = len(channels)
-        self.prediction = prediction
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.time_dim = time_dim
-        self.time_mlp = nn.Sequential(
-            nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
-        )
-        # Class conditioning: one learned vector per label, added to the time embedding, plus
-        # a "no label" vector at index num_classes, which is what classifier-free guidance's
-        # unconditional prediction uses (and what label dropout trains).
-        self.num_classes = num_classes
-        if num_classes is not None:
-            self.label_embedding = nn.Embedding(num_classes + 1, time_dim)
+        self._init_embedding(time_dim, in_channels, image_size, prediction, num_classes)
 
         def block(c_in: int, c_out: int, kind: str) -> Block:
             return Block(c_in, c_out, time_dim, norm_groups, kind)
@@ -154,22 +188,8 @@ class UNet(nn.Module):
         self.ups.append(block(2 * channels[0], channels[0], "plain"))
         self.out = nn.Conv2d(channels[0], in_channels, 1)
 
-    @property
-    def null_label(self) -> int:
-        """The label index that means "unconditional" (only for conditional models)."""
-        if self.num_classes is None:
-            raise ValueError("an unconditional model (model.num_classes=null) takes no labels")
-        return self.num_classes
-
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        """``labels``: class per image, ``null_label`` for none; None = all unconditional."""
-        t_emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
-        if self.num_classes is not None:
-            if labels is None:
-                labels = torch.full_like(t, self.null_label)
-            t_emb = t_emb + self.label_embedding(labels)
-        elif labels is not None:
-            raise ValueError("labels given to an unconditional model (model.num_classes=null)")
+        t_emb = self.embed(t, labels)
         skips = []
         h = x
         for down in self.downs:

@@ -18,23 +18,19 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ddpm.diffusion.objective import to_x0
+from ddpm.diffusion.plans import check_spacing, check_steps, linspace_timesteps, timestep_plan
 from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.errors import UserError
 
 
 def spaced_timesteps(num_timesteps: int, steps: int | None) -> list[int]:
-    """The timesteps a sampler visits, increasing: all of them, or ``steps`` evenly spread.
+    """The ``linspace`` plan, increasing: all timesteps, or ``steps`` evenly spread.
 
     ``round(linspace(0, T-1, steps))`` always contains T-1 (start from the noisiest step)
-    and 0 (finish on the clean-data step).
+    and 0 (finish on the clean-data step). Other spacings:
+    :func:`ddpm.diffusion.plans.timestep_plan`.
     """
-    if steps is None or steps >= num_timesteps:
-        return list(range(num_timesteps))
-    if steps < 1:
-        raise ValueError(f"sampler.steps={steps}: must be >= 1")
-    if steps == 1:
-        return [num_timesteps - 1]
-    spaced = torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
-    return sorted(set(spaced.tolist()))
+    return linspace_timesteps(num_timesteps, steps)
 
 
 class Sampler:
@@ -49,33 +45,50 @@ class Sampler:
         self,
         schedule: NoiseSchedule,
         steps: int | None = None,
+        spacing: str = "linspace",
         clip_x0: bool = True,
+        dynamic_threshold: float | None = None,
         guidance_scale: float = 1.0,
     ) -> None:
-        if guidance_scale < 0:
-            raise ValueError(f"sampler.guidance_scale={guidance_scale!r}: a number >= 0")
+        self.steps = check_steps(steps, len(schedule))
+        self.spacing = check_spacing(spacing)
+        if not isinstance(clip_x0, bool):
+            raise UserError(f"sampler.clip_x0={clip_x0!r}: true or false")
+        if dynamic_threshold is not None and not (
+            _is_real(dynamic_threshold) and 0.5 <= dynamic_threshold < 1
+        ):
+            raise UserError(
+                f"sampler.dynamic_threshold={dynamic_threshold!r}: null or a percentile in "
+                "[0.5, 1) (Imagen: 0.995)"
+            )
+        if not (_is_real(guidance_scale) and guidance_scale >= 0):
+            raise UserError(
+                f"sampler.guidance_scale={guidance_scale!r}: a number >= 0 "
+                "(0 = unconditional, 1 = conditional, > 1 = guided)"
+            )
         self.schedule = schedule
-        self.steps = steps
         self.clip_x0 = clip_x0
+        self.dynamic_threshold = None if dynamic_threshold is None else float(dynamic_threshold)
         self.guidance_scale = float(guidance_scale)
         self.table = self._plan(len(schedule) - 1)
 
     def _plan(self, start_t: int) -> NoiseSchedule:
-        """The table for timesteps 0..start_t spaced to ``steps`` rows.
+        """The table for timesteps 0..start_t planned to ``steps`` rows by ``spacing``.
 
         Row i of the result is original timestep ``kept[i]``; a full plan keeps the original
         table (so ``steps=T`` and ``steps=None`` are the same sampler, bit for bit).
         """
-        kept = spaced_timesteps(start_t + 1, self.steps)
+        kept = timestep_plan(self.schedule, self.steps, self.spacing, top=start_t)
         if len(kept) == len(self.schedule):
             return self.schedule
         return self.schedule.respace(kept)
 
     def starting_at(self, t: int) -> Sampler:
-        """This sampler on a plan from timestep ``t`` down to 0, spread over ``steps`` rows.
+        """This sampler on a plan from timestep ``t`` down, spread over ``steps`` rows.
 
-        The plan is ``spaced_timesteps(t + 1, steps)`` of the same schedule, so its first row is
-        exactly timestep ``t``: pass ``x_T`` distributed like x_t to :meth:`sample`.
+        The plan is ``timestep_plan(schedule, steps, spacing, top=t)``, whose first row is
+        exactly timestep ``t`` (except ``leading``, which starts below it): pass ``x_T``
+        distributed like x_t to :meth:`sample`.
         """
         if not 0 <= t < len(self.schedule):
             raise ValueError(f"start timestep {t}: allowed 0..{len(self.schedule) - 1}")
@@ -83,6 +96,12 @@ class Sampler:
         other.table = self._plan(t)
         other.reset()
         return other
+
+    @property
+    def nfe(self) -> int:
+        """Network calls per image for one :meth:`sample` (a guided call, scale not 0 or 1,
+        runs the network once on a doubled batch)."""
+        return len(self.table)
 
     @property
     def timesteps(self) -> list[int]:
@@ -127,8 +146,30 @@ class Sampler:
         t = self.table.timesteps[i].expand(x_t.shape[0]).to(x_t.device)
         row = torch.full_like(t, i)
         output = self.predict(model, x_t, t, labels)
-        x0 = to_x0(model.prediction, output, x_t, row, self.table)
+        return self.handle_x0(to_x0(model.prediction, output, x_t, row, self.table))
+
+    def handle_x0(self, x0: Tensor) -> Tensor:
+        """The x0 estimate kept in the data range: Imagen's dynamic thresholding when
+        ``dynamic_threshold`` is set (per image, s = max(1, that percentile of |x0|); clamp to
+        [-s, s], divide by s), else the seed's clamp to [-1, 1] when ``clip_x0``."""
+        if self.dynamic_threshold is not None:
+            flat = x0.abs().flatten(1).float()
+            s = torch.quantile(flat, self.dynamic_threshold, dim=1).clamp(min=1.0)
+            s = s.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+            return torch.maximum(torch.minimum(x0, s), -s) / s
         return x0.clamp(-1.0, 1.0) if self.clip_x0 else x0
+
+    def advance(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        i: int,
+        labels: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """From row ``i`` to row ``i - 1`` (or to the image at row 0); one network call here,
+        samplers that call it more than once per row (Heun) override this."""
+        return self.step(self.predict_x0(model, x, i, labels), x, i, generator)
 
     @torch.no_grad()
     def sample(
@@ -165,7 +206,11 @@ class Sampler:
         trajectory: dict[int, Tensor] = {}
         rows = range(len(visited) - 1, -1, -1)
         for i in tqdm(rows, desc=type(self).__name__, disable=not progress, leave=False):
-            x = self.step(self.predict_x0(model, x, i, labels), x, i, generator)
+            x = self.advance(model, x, i, labels, generator)
             if i in wanted:
                 trajectory[wanted[i]] = x[0].detach().cpu()
         return x, trajectory
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,7 +1,7 @@
 """DDIM (Song et al. 2021): a non-Markovian reverse process that skips steps, eta sets its noise.
 
 eta = 0 is the deterministic probability-flow-like path (same x_T, same image); eta = 1 draws
-the same noise as the ancestral sampler on the same plan.
+the same noise as the ancestral sampler on the same plan; 0 < eta < 1 lies between.
 """
 
 from __future__ import annotations
@@ -11,29 +11,41 @@ from torch import Tensor
 
 from ddpm.diffusion.objective import to_eps
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.samplers.base import Sampler
+from ddpm.errors import UserError
+from ddpm.samplers.base import Sampler, _is_real
 
 
 class DDIMSampler(Sampler):
     """x_{s} = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps_hat + sigma z, s the next row.
 
     sigma^2 = eta^2 (1 - ab_s)/(1 - ab_t) (1 - ab_t/ab_s), which is eta^2 times the respaced
-    table's ``posterior_variance``. The plan is ``spaced_timesteps(T, steps)``, i.e.
-    round(linspace(0, T-1, steps)): it starts at T-1 and its last row is t=0, whose step
-    returns the x0 estimate (ab_prev = 1 there). eps_hat is recomputed from the (clamped) x0_hat.
+    table's ``posterior_variance``. The plan comes from ``spacing`` (default linspace: T-1 first,
+    t = 0 last); the last row's step returns the x0 estimate (ab_prev = 1 there). eps_hat is
+    recomputed from the (clamped) x0_hat.
     """
 
     def __init__(
         self,
         schedule: NoiseSchedule,
         steps: int | None = 50,
+        spacing: str = "linspace",
         eta: float = 0.0,
         clip_x0: bool = True,
+        dynamic_threshold: float | None = None,
         guidance_scale: float = 1.0,
     ) -> None:
-        if eta < 0:
-            raise ValueError(f"sampler.eta={eta!r}: a number >= 0")
-        super().__init__(schedule, steps=steps, clip_x0=clip_x0, guidance_scale=guidance_scale)
+        if not (_is_real(eta) and 0 <= eta <= 1):
+            raise UserError(
+                f"sampler.eta={eta!r}: a number in [0, 1] (0 = deterministic, 1 = ancestral)"
+            )
+        super().__init__(
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
+        )
         self.eta = float(eta)
 
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:

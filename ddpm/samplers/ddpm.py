@@ -5,19 +5,50 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.errors import UserError
 from ddpm.samplers.base import Sampler
+
+VARIANCES = ("beta_tilde", "beta")
 
 
 class AncestralSampler(Sampler):
-    """x_{t-1} ~ q(x_{t-1} | x_t, x0_hat): the posterior mean plus its standard deviation.
+    """x_{t-1} ~ N(posterior mean(x_t, x0_hat), variance): one network call per plan row.
 
-    With the clamp on (the seed's choice) x0_hat is kept in the data range [-1, 1].
+    ``variance``: ``beta_tilde`` is the posterior variance of q(x_{t-1} | x_t, x0) (the seed's
+    choice, exact when x0_hat is right); ``beta`` is the larger forward-step variance, Ho et al.'s
+    other choice, which adds noise that can hide an under-trained network's errors. On a
+    respaced plan both are the respaced table's (its betas join the kept steps). With the clamp
+    on (the seed's choice) x0_hat is kept in the data range [-1, 1].
     """
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        steps: int | None = None,
+        spacing: str = "linspace",
+        variance: str = "beta_tilde",
+        clip_x0: bool = True,
+        dynamic_threshold: float | None = None,
+        guidance_scale: float = 1.0,
+    ) -> None:
+        if variance not in VARIANCES:
+            raise UserError(f"sampler.variance={variance!r}: one of {', '.join(VARIANCES)}")
+        super().__init__(
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
+        )
+        self.variance = variance
 
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:
         if i == 0:
             return x0  # the last step returns the (clamped) x0 estimate itself
         tab = self.table
         mean = tab.posterior_mean_coef1[i] * x0 + tab.posterior_mean_coef2[i] * x_t
+        var = tab.posterior_variance[i] if self.variance == "beta_tilde" else tab.betas[i]
         noise = torch.randn(x_t.shape, device=x_t.device, generator=generator)
-        return mean + tab.posterior_variance[i].sqrt() * noise
+        return mean + var.sqrt() * noise

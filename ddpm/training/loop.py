@@ -77,7 +77,7 @@ def train(
     labels = data.labels.to(device) if state.model.num_classes is not None else None
     total = settings.total_steps(len(images))
     stream = batch_stream(len(images), settings.batch_size, settings.seed, start_step=state.step)
-    window, tracker, main = state.window, out.tracker, ranks.main
+    window, main = state.window, ranks.main
     on_terminal = main and sys.stderr.isatty()  # a log file gets one line per row instead
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not on_terminal)
     wall_start = time.perf_counter()
@@ -101,31 +101,13 @@ def train(
                 last, stopping = (bool(f > 0) for f in distributed.sum_all(flags, ranks))
 
             if step % settings.log_every == 0 or last:
-                window.read(out.last_checkpoint)  # waits for the device; stops on NaN
-                row = {
-                    "epoch": epoch,
-                    "loss": window.mean(),
-                    "lr": state.optimizer.param_groups[0]["lr"],
-                    "grad_norm": float(grad_norm),
-                    "images_per_s": window.images / max(window.seconds, 1e-9),
-                }
-                tracker.log(row, step)
-                state.history.append([step, row["loss"]])
+                state.read_losses(out.last_checkpoint)  # waits for the device; stops on NaN
+                row = out.log_row(epoch, total, grad_norm, quiet=on_terminal)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
-                if main and not on_terminal:
-                    log.info(
-                        "step %d/%d (epoch %d): loss %.4f, %.0f images/s",
-                        step,
-                        total,
-                        epoch,
-                        row["loss"],
-                        row["images_per_s"],
-                    )
-                window.clear()
             if last:
                 break
             if stopping:
-                window.read(out.last_checkpoint)
+                state.read_losses(out.last_checkpoint)
                 if main:
                     out.checkpoint(keep=False)
                 raise Interrupted(stop[0] if stop else signal.SIGTERM, step)
@@ -136,24 +118,11 @@ def train(
             if settings.eval_every and step % settings.eval_every == 0:
                 out.evaluate()
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
-                window.read(out.last_checkpoint)  # never save weights a NaN has touched
+                state.read_losses(out.last_checkpoint)  # never save weights a NaN touched
                 out.checkpoint(keep=True)
     bar.close()
 
     if main:
         out.checkpoint(keep=False)
         out.final_pictures()
-    history = state.history
-    summary = {
-        "final_loss": history[-1][1] if history else float("nan"),
-        "steps": state.step,  # fewer than planned when the time budget ran out
-        "epochs": state.epoch + 1,
-        "wall_time_s": time.perf_counter() - wall_start,
-        "train_time_s": state.train_time_s,
-        "images_per_s": state.images_seen / max(state.train_time_s, 1e-9),
-        "num_parameters": sum(p.numel() for p in state.model.parameters()),
-    }
-    if out.quality is not None and main:
-        summary.update(out.evaluate())
-    tracker.summary(summary)
-    return summary
+    return out.finish(time.perf_counter() - wall_start)

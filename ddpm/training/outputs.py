@@ -36,12 +36,15 @@ class RunOutputs:
         device: torch.device,
         config: dict[str, Any],
         data_root: str | None = None,
+        measures: bool = True,
     ) -> None:
+        """``measures``: this process evaluates quality (``trainer.eval_every``); under
+        torchrun only rank 0 does."""
         self.run_dir, self.state, self.sampler, self.settings = run_dir, state, sampler, settings
         self.tracker, self.device, self.config = tracker, device, config
         self.last_checkpoint = run_dir / "checkpoints" / "last.pt"
         self.quality = None
-        if settings.eval_every:
+        if settings.eval_every and measures:
             from ddpm.evaluate.cache import EVALUATED, NO_EVALUATOR, dataset_of, load_evaluator
 
             name, options = dataset_of(config.get("dataset"))
@@ -56,6 +59,50 @@ class RunOutputs:
                 self.quality = load_evaluator(
                     None, device, data_root=data_root, dataset=name, options=options
                 )
+
+    def log_row(
+        self, epoch: int, total: int, grad_norm: torch.Tensor, quiet: bool
+    ) -> dict[str, float]:
+        """One metrics row from the loss window (read first), logged, kept in the history;
+        also a log line unless ``quiet`` (a progress bar shows it)."""
+        state, window = self.state, self.state.window
+        row = {
+            "epoch": epoch,
+            "loss": window.mean(),
+            "lr": state.optimizer.param_groups[0]["lr"],
+            "grad_norm": float(grad_norm),
+            "images_per_s": window.images / max(window.seconds, 1e-9),
+        }
+        self.tracker.log(row, state.step)
+        state.history.append([state.step, row["loss"]])
+        if not quiet:
+            log.info(
+                "step %d/%d (epoch %d): loss %.4f, %.0f images/s",
+                state.step,
+                total,
+                epoch,
+                row["loss"],
+                row["images_per_s"],
+            )
+        window.clear()
+        return row
+
+    def finish(self, wall_time_s: float) -> dict[str, Any]:
+        """The run's summary (and, when measured during training, its final quality)."""
+        state, history = self.state, self.state.history
+        summary = {
+            "final_loss": history[-1][1] if history else float("nan"),
+            "steps": state.step,  # fewer than planned when the time budget ran out
+            "epochs": state.epoch + 1,
+            "wall_time_s": wall_time_s,
+            "train_time_s": state.train_time_s,
+            "images_per_s": state.images_seen / max(state.train_time_s, 1e-9),
+            "num_parameters": sum(p.numel() for p in state.model.parameters()),
+        }
+        if self.quality is not None:
+            summary.update(self.evaluate())
+        self.tracker.summary(summary)
+        return summary
 
     def checkpoint(self, keep: bool) -> Path:
         """Writes last.pt (and, when ``keep``, step_<n>.pt; only the newest keep_last stay)."""

@@ -13,6 +13,11 @@ from ddpm.devices import PRECISIONS
 from ddpm.diffusion.objective import LOSS_WEIGHTINGS
 from ddpm.errors import fail, is_int, is_number, require
 
+# torch.compile modes: reduce-overhead replays the step's kernels as CUDA graphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+LR_BATCH_RULES = ("none", "linear", "sqrt")
+SEED_BATCH = 128  # the batch the optimizer's lr was tuned at (the study note's)
+
 
 @dataclass
 class TrainerSettings:
@@ -28,8 +33,9 @@ class TrainerSettings:
     loss_weighting: str = "none"  # none | min_snr (min-SNR-gamma, gamma 5)
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
-    compile: bool = False
+    compile: bool | str = False  # true, or a torch.compile mode: reduce-overhead (CUDA graphs)
     channels_last: bool = False
+    lr_batch_rule: str = "none"  # none | linear | sqrt: optimizer.lr scaled by batch_size / 128
     log_every: int = 50
     sample_every: int = 4690
     checkpoint_every: int = 4690
@@ -80,9 +86,25 @@ class TrainerSettings:
         for key, allowed in (("loss_weighting", LOSS_WEIGHTINGS), ("precision", PRECISIONS)):
             value = getattr(self, key)
             require(value in allowed, f"trainer.{key}", value, f"one of {', '.join(allowed)}")
-        for key in ("compile", "channels_last"):
-            value = getattr(self, key)
-            require(isinstance(value, bool), f"trainer.{key}", value, "true or false")
+        require(
+            isinstance(self.channels_last, bool),
+            "trainer.channels_last",
+            self.channels_last,
+            "true or false",
+        )
+        require(
+            isinstance(self.compile, bool) or self.compile in COMPILE_MODES,
+            "trainer.compile",
+            self.compile,
+            f"true, false or a mode: {', '.join(COMPILE_MODES)}",
+        )
+        rule = self.lr_batch_rule
+        require(
+            rule in LR_BATCH_RULES,
+            "trainer.lr_batch_rule",
+            rule,
+            f"one of {', '.join(LR_BATCH_RULES)}",
+        )
         if self.resume is not None and not isinstance(self.resume, str):
             fail("trainer.resume", self.resume, "auto, never, or a checkpoint path")
 
@@ -91,6 +113,13 @@ class TrainerSettings:
         if self.max_steps is not None:
             return self.max_steps
         return self.epochs * math.ceil(num_items / self.batch_size)
+
+    def lr_factor(self) -> float:
+        """How much the optimizer's lr is scaled for this batch size: ``linear`` (Goyal et al.
+        2017, lr proportional to batch) or ``sqrt`` (the rule that keeps Adam's update noise
+        constant, Malladi et al. 2022), both from the seed's batch of 128; 1 for ``none``."""
+        ratio = self.batch_size / SEED_BATCH
+        return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_batch_rule]
 
     @property
     def budget_s(self) -> float:

@@ -9,6 +9,7 @@ non-finite loss stops the run before anything is written from the bad weights.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,15 @@ class TrainState:
     def shown(self) -> nn.Module:
         """What sampling and evaluation use: the EMA weights when kept."""
         return self.ema.module if self.ema is not None else self.model
+
+    def read_losses(self, last_good: Path) -> None:
+        """The window's losses as floats (see :meth:`LossWindow.read`); the wait for the
+        device counts as training time, since the queued steps run during it."""
+        started = time.perf_counter()
+        self.window.read(last_good)
+        waited = time.perf_counter() - started
+        self.train_time_s += waited
+        self.window.seconds += waited
 
     def progress(self) -> dict[str, Any]:
         return {

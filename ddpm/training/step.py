@@ -38,7 +38,8 @@ def make_train_step(
     model.to(memory_format=layout)
     forward: nn.Module = distributed.wrap(model, device, ranks)
     if settings.compile:
-        forward = torch.compile(forward)
+        mode = None if settings.compile is True else settings.compile
+        forward = torch.compile(forward, mode=mode)
     autocast = precision_context(settings.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
     params = list(model.parameters())

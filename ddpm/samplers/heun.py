@@ -1,0 +1,126 @@
+"""EDM's second-order Heun sampler (Karras et al. 2022, Algorithm 2), optionally stochastic.
+
+In y = x/alpha and sigma = exp(-lambda) (the schedule's tables) the probability-flow ODE is
+dy/dsigma = (y - D(y))/sigma, D the x0 estimate; an Euler step there is exactly a DDIM (eta 0)
+step, and Heun averages its slope with the slope at the Euler point, which costs a second
+network call per step but removes DDIM's first-order error. ``churn`` (EDM's S_churn) first
+raises the noise by a factor 1 + gamma, gamma = min(churn/steps, sqrt(2) - 1), with fresh
+noise, then solves down from there: stochasticity that can correct earlier errors.
+
+EDM starts at sigma_max = 80; a discrete schedule's top can sit far above it (cosine's clipped
+last beta: sigma ~ 2e4), and a trapezoid over a step that falls 500x in sigma is wildly wrong on
+a real network (its two eps estimates differ, and the difference is multiplied by ~sigma). So a
+step that starts above sigma = 80 is an Euler (DDIM) step, one call: measured on the shared
+checkpoint, Heun with that first step at second order gave FID > 600.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ddpm.diffusion.objective import to_x0
+from ddpm.diffusion.plans import SIGMA_MAX
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.errors import UserError
+from ddpm.samplers.base import Sampler, _is_real
+
+
+class HeunSampler(Sampler):
+    """Heun steps between plan rows; the last row returns its x0 estimate (Euler to sigma 0).
+
+    ``nfe`` = 2 (rows - 1) + 1, less one when the first row is above sigma_max. In x (VP)
+    coordinates, with a, s = sqrt(ab), sqrt(1 - ab) and sigma = s/a:
+    x_e = a_n x/a + a_n (sigma_n - sigma) eps_hat (the DDIM step), then
+    x_n = a_n x/a + a_n (sigma_n - sigma)(eps_hat + eps_hat(x_e))/2. Churn's raised noise level
+    is snapped to the schedule's nearest timestep (the network only knows those), and exactly
+    that timestep's noise is added, so the state stays on the schedule's marginals. Defaults
+    (11 rows = 20 calls from a cosine top, Karras plan, churn 2): its best FID on the shared
+    checkpoint (experiments/sampler_quality), where churn 0 was 40% worse.
+    """
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        steps: int | None = 11,
+        spacing: str = "karras",
+        churn: float = 2.0,
+        clip_x0: bool = True,
+        dynamic_threshold: float | None = None,
+        guidance_scale: float = 1.0,
+    ) -> None:
+        if not (_is_real(churn) and churn >= 0):
+            raise UserError(f"sampler.churn={churn!r}: a number >= 0 (EDM's S_churn; 0 = ODE)")
+        super().__init__(
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
+        )
+        self.churn = float(churn)
+
+    def _euler_only(self, i: int) -> bool:
+        """Row i's step is first order: it starts above EDM's sigma_max (see the module)."""
+        tab = self.table
+        return float(tab.sqrt_one_minus_alpha_bar[i] / tab.sqrt_alpha_bar[i]) > SIGMA_MAX
+
+    @property
+    def nfe(self) -> int:
+        rows = len(self.table)
+        return 2 * rows - 1 - sum(self._euler_only(i) for i in range(1, rows))
+
+    def _x0(self, model: nn.Module, x: Tensor, pos: int, labels: Tensor | None) -> Tensor:
+        """The x0 estimate at row ``pos`` of the full schedule (churn leaves the plan)."""
+        sch = self.schedule
+        t = sch.timesteps[pos].expand(x.shape[0]).to(x.device)
+        row = torch.full_like(t, pos)
+        return self.handle_x0(
+            to_x0(model.prediction, self.predict(model, x, t, labels), x, row, sch)
+        )
+
+    def _position(self, i: int) -> int:
+        """Row ``i`` of the plan as a row of the full schedule."""
+        return int(torch.searchsorted(self.schedule.timesteps.cpu(), self.table.timesteps[i].cpu()))
+
+    def _churned(self, pos: int) -> int:
+        """The schedule row nearest (in log sigma) to sigma * (1 + gamma), at or above ``pos``."""
+        gamma = min(self.churn / max(len(self.table) - 1, 1), math.sqrt(2.0) - 1.0)
+        if gamma == 0.0:
+            return pos
+        lam = self.schedule.half_log_snr.cpu().double()
+        target = lam[pos] - math.log1p(gamma)
+        return pos + int((lam[pos:] - target).abs().argmin())
+
+    def advance(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        i: int,
+        labels: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        sch = self.schedule
+        pos = self._position(i)
+        if i == 0:
+            return self._x0(model, x, pos, labels)
+        hat = self._churned(pos)
+        a, s = sch.sqrt_alpha_bar, sch.sqrt_one_minus_alpha_bar
+        if hat != pos:  # up to row hat: x_hat = (a_h/a) x + a_h sqrt(sg_h^2 - sg^2) z
+            extra = (s[hat] / a[hat]) ** 2 - (s[pos] / a[pos]) ** 2
+            noise = torch.randn(x.shape, device=x.device, generator=generator)
+            x = (a[hat] / a[pos]) * x + a[hat] * extra.clamp(min=0).sqrt() * noise
+            pos = hat
+        nxt = self._position(i - 1)
+        a_h, s_h, a_n, s_n = a[pos], s[pos], a[nxt], s[nxt]
+        dsigma = s_n / a_n - s_h / a_h
+        eps = (x - a_h * self._x0(model, x, pos, labels)) / s_h
+        base = (a_n / a_h) * x
+        x_euler = base + a_n * dsigma * eps
+        if self._euler_only(i):
+            return x_euler
+        eps_euler = (x_euler - a_n * self._x0(model, x_euler, nxt, labels)) / s_n
+        return base + a_n * dsigma * 0.5 * (eps + eps_euler)

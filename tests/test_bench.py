@@ -1,0 +1,67 @@
+"""The benchmark times the training loop's own step, and its table adds up."""
+
+import pytest
+import torch
+from conftest import TINY, needs_mnist
+
+from ddpm.errors import UserError
+
+BENCH = [
+    *TINY,
+    "bench.train_steps=1",
+    "bench.warmup=1",
+    "bench.rounds=1",
+    "bench.sample_images=2",
+    "bench.ancestral_steps_timed=2",
+    "sampler.steps=2",
+]
+
+
+@pytest.fixture
+def make_bench_cfg():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ddpm.config import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield lambda *o: compose(config_name="bench", overrides=[*BENCH, *o])
+    GlobalHydra.instance().clear()
+
+
+@needs_mnist
+def test_every_pipeline_and_variant_runs_the_loops_own_step(make_bench_cfg, monkeypatch):
+    import ddpm.bench
+    from ddpm.models.flops import flops_per_image
+    from ddpm.models.unet import UNet
+    from ddpm.training.step import make_train_step
+
+    built = []
+
+    def counting(state, schedule, settings, device, *args):
+        built.append((settings.precision, settings.compile))
+        return make_train_step(state, schedule, settings, device, *args)
+
+    monkeypatch.setattr(ddpm.bench, "make_train_step", counting)
+    cfg = make_bench_cfg("bench.variants=[fp32,bf16,graphed]")
+    result = ddpm.bench.bench(cfg)
+    # one step per variant that can run on a CPU, then the reference and ours
+    assert built == [("fp32", False), ("bf16", False), ("fp32", False), ("fp32", False)]
+    fp32, bf16, graphed = result["variants"]
+    flops = flops_per_image(UNet(channels=[16, 32]), (1, 28, 28))["forward_backward"]
+    for row in (fp32, bf16):
+        assert row["flops_per_image"] == flops
+        assert row["seconds_per_epoch"] == pytest.approx(60000 / row["images_per_s"])
+        assert row["achieved_tflops"] == pytest.approx(row["images_per_s"] * flops / 1e12)
+    assert graphed["skipped"] == "CUDA graphs need a CUDA device"
+    assert result["train_ratio"] == pytest.approx(
+        result["train_images_per_s"]["ours"] / result["train_images_per_s"]["reference"]
+    )
+
+
+def test_an_unknown_variant_is_one_line(make_bench_cfg):
+    from ddpm.bench import variant_table
+
+    with pytest.raises(UserError, match=r"^bench.variants=\['fp8'\]: a list of fp32, bf16"):
+        variant_table(make_bench_cfg("bench.variants=[fp8]"), torch.device("cpu"), iter, 1)
