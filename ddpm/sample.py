@@ -54,7 +54,8 @@ def read_back(
     samples: torch.Tensor, labels: torch.Tensor, dataset: Any = None
 ) -> dict[str, float] | None:
     """Label accuracy by the run's dataset's evaluator when its cache exists (never built
-    here: that takes minutes; ``python -m ddpm.evaluate`` builds it), else None."""
+    here: that takes minutes; ``python -m ddpm.evaluate`` builds it), else None (also when
+    the images are not the evaluator's size, e.g. MNIST padded to 32)."""
     from ddpm.evaluate.cache import EVALUATED, WEIGHTS, dataset_of, load_evaluator, resolve_dir
     from ddpm.evaluate.metrics import extract, label_accuracy
 
@@ -62,7 +63,11 @@ def read_back(
     if name not in EVALUATED or not (resolve_dir(None, name) / WEIGHTS).is_file():
         return None
     evaluator, _ = load_evaluator(None, "cpu", build_missing=False, dataset=name)
-    _, logits = extract(evaluator, samples.detach().cpu())
+    try:
+        _, logits = extract(evaluator, samples.detach().cpu())
+    except UserError as err:
+        log.warning("no label accuracy: %s", err)
+        return None
     return label_accuracy(logits, labels)
 
 

@@ -507,3 +507,14 @@ def test_a_model_forced_off_the_dataset_is_one_line(tmp_path, cifar_root):
     assert msg == (
         "model.image_size/in_channels=(1, 32, 32) do not match the dataset's images (3, 32, 32)"
     )
+
+
+def test_an_evaluator_refuses_images_of_another_shape_in_one_line():
+    from ddpm.evaluate.classifier import Classifier
+    from ddpm.evaluate.metrics import extract
+
+    rgb = Classifier(width=8, feature_dim=16, in_channels=3, image_size=32).eval()
+    features, logits = extract(rgb, torch.zeros(5, 3, 32, 32))
+    assert features.shape == (5, 16) and logits.shape == (5, 10)
+    msg = one_line_error(extract, Classifier(width=8, feature_dim=16), torch.zeros(5, 1, 32, 32))
+    assert msg.startswith("images of (1, 32, 32): the mnist evaluator takes (1, 28, 28)")
