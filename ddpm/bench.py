@@ -149,6 +149,12 @@ def variant_table(
 
 def bench(cfg: DictConfig) -> dict:
     b = cfg.bench
+    require(
+        cfg.dataset.get("_target_") in ("ddpm.data.Mnist", "ddpm.data.mnist"),
+        "dataset",
+        str(cfg.dataset.get("_target_")).rsplit(".", 1)[-1],
+        "mnist only: the reference side is the seed's MNIST DataLoader pipeline",
+    )
     device = pick_device(cfg.device)
     ours, reference = build_parts(cfg, device), build_parts(cfg, device)
     settings = ours.settings

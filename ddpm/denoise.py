@@ -7,11 +7,13 @@ ratio sqrt((1 - ab_t)/ab_t) is closest to sigma (absolute difference, over all T
 scaled by sqrt(ab_t), and the reverse process runs from t down to 0 with the chosen sampler
 (default DDIM, eta = 0: deterministic) on ``spaced_timesteps(t + 1, steps)``.
 
-Writes ``denoise.png`` (per noise level: clean, noisy, denoised and blurred rows),
-``denoise.md`` and ``denoise.json``: PSNR of noisy, denoised and of a Gaussian-blur baseline
-whose blur sigma is the best of a small grid on the same images (an oracle choice, which
-flatters the baseline). PSNR is in dB on [0, 1] pixels: every image is mapped by (x + 1)/2
-and clamped to [0, 1], then 10 log10(1 / MSE) per image, averaged over images.
+Works on every dataset: the clean images are the run's dataset's test split, read through
+:func:`ddpm.data.load_dataset` from the run's own config. Writes ``denoise.png`` (per noise
+level: clean, noisy, denoised and blurred rows), ``denoise.md`` and ``denoise.json``: PSNR
+of noisy, denoised and of a Gaussian-blur baseline whose blur sigma is the best of a small
+grid on the same images (an oracle choice, which flatters the baseline). PSNR is in dB on
+[0, 1] pixels: every image is mapped by (x + 1)/2 and clamped to [0, 1], then
+10 log10(1 / MSE) per image, averaged over images.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def _check(cfg: DictConfig) -> None:
 
 
 def eval_digits(run_cfg: DictConfig, cfg: DictConfig, count: int) -> Tensor:
-    """``count`` MNIST test digits in [-1, 1], a seeded random choice from the test split."""
+    """``count`` test images of the run's dataset in [-1, 1], a seeded random choice from its
+    test split (an image folder has no split: its own images)."""
     overrides: dict[str, Any] = {"train": False}
     if cfg.dataset.root is not None:
         overrides["root"] = cfg.dataset.root
@@ -165,7 +168,8 @@ def write_report(info: dict[str, Any], out: Path) -> None:
         "",
         f"Sampler `{s['sampler']}` ({s['sampler_config']}) started at the timestep t whose "
         "noise level sqrt((1 - ab_t)/ab_t) is closest to the noise std, on "
-        f"{s['num_eval']} MNIST test digits (seed {s['seed']}). PSNR in dB on [0, 1] pixels "
+        f"{s['num_eval']} test images of {s['dataset']} (seed {s['seed']}). PSNR in dB on [0, 1] "
+        "pixels "
         "((x + 1)/2, clamped), mean over images. Blur: Gaussian blur with the sigma of "
         f"{s['blur_sigmas']} that scores best on these same images.",
         "",
@@ -250,6 +254,7 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
         "sampler_config": ", ".join(f"{k} {v}" for k, v in sampler_cfg.items() if k != "_target_"),
         "num_eval": count,
         "num_images": cfg.num_images,
+        "dataset": str(run_cfg.dataset.get("_target_", "ddpm.data.Mnist")).rsplit(".", 1)[-1],
         "seed": cfg.seed,
         "blur_sigmas": [float(v) for v in cfg.blur_sigmas],
         "device": str(device),

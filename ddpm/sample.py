@@ -38,7 +38,7 @@ def requested_labels(cfg: DictConfig, model: nn.Module) -> torch.Tensor | None:
     if classes is None:
         raise UserError(
             f"{key}={label if label is not None else mode!r}: this run is unconditional "
-            "(model.num_classes=null); train with model.num_classes=10 to ask for digits"
+            "(model.num_classes=null); train with model.num_classes=10 to ask for classes"
         )
     if mode is not None:
         if label is not None or mode != "all":
@@ -50,16 +50,24 @@ def requested_labels(cfg: DictConfig, model: nn.Module) -> torch.Tensor | None:
     return torch.tensor(wanted).repeat(-(-cfg.num_samples // len(wanted)))[: cfg.num_samples]
 
 
-def read_back(samples: torch.Tensor, labels: torch.Tensor) -> dict[str, float] | None:
-    """Label accuracy by the project's evaluator when its cache exists (never built here:
-    that takes minutes; ``python -m ddpm.evaluate`` builds it), else None."""
-    from ddpm.evaluate.cache import WEIGHTS, load_evaluator, resolve_dir
+def read_back(
+    samples: torch.Tensor, labels: torch.Tensor, dataset: Any = None
+) -> dict[str, float] | None:
+    """Label accuracy by the run's dataset's evaluator when its cache exists (never built
+    here: that takes minutes; ``python -m ddpm.evaluate`` builds it), else None (also when
+    the images are not the evaluator's size, e.g. MNIST padded to 32)."""
+    from ddpm.evaluate.cache import EVALUATED, WEIGHTS, dataset_of, load_evaluator, resolve_dir
     from ddpm.evaluate.metrics import extract, label_accuracy
 
-    if not (resolve_dir(None) / WEIGHTS).is_file():
+    name, _ = dataset_of(dataset)
+    if name not in EVALUATED or not (resolve_dir(None, name) / WEIGHTS).is_file():
         return None
-    evaluator, _ = load_evaluator(None, "cpu", build_missing=False)
-    _, logits = extract(evaluator, samples.detach().cpu())
+    evaluator, _ = load_evaluator(None, "cpu", build_missing=False, dataset=name)
+    try:
+        _, logits = extract(evaluator, samples.detach().cpu())
+    except UserError as err:
+        log.warning("no label accuracy: %s", err)
+        return None
     return label_accuracy(logits, labels)
 
 
@@ -106,7 +114,7 @@ def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
     accuracy = None
     if labels is not None:
         torch.save(labels.clone(), out / "labels.pt")
-        accuracy = read_back(samples, labels)
+        accuracy = read_back(samples, labels, job.config.get("dataset"))
         if accuracy is not None:
             log.info(
                 "the evaluator reads %.1f%% as the requested label",

@@ -65,3 +65,13 @@ def test_an_unknown_variant_is_one_line(make_bench_cfg):
 
     with pytest.raises(UserError, match=r"^bench.variants=\['fp8'\]: a list of fp32, bf16"):
         variant_table(make_bench_cfg("bench.variants=[fp8]"), torch.device("cpu"), iter, 1)
+
+
+def test_another_dataset_is_one_line(make_bench_cfg):
+    from ddpm.bench import bench
+
+    with pytest.raises(UserError) as err:
+        bench(make_bench_cfg("dataset=cifar10"))
+    assert str(err.value) == (
+        "dataset='Cifar10': mnist only: the reference side is the seed's MNIST DataLoader pipeline"
+    )

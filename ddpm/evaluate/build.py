@@ -11,6 +11,8 @@ from ddpm.evaluate import cache
 
 
 def main(cfg: DictConfig) -> None:
+    name = cfg.dataset.name
+    cache.check_dataset(name)
     meta = cache.build(
         cache_dir=cfg.cache_dir,
         data_root=cfg.dataset.root,
@@ -19,10 +21,12 @@ def main(cfg: DictConfig) -> None:
         device=pick_device(cfg.device),
         download=cfg.download,
         limit=cfg.limit,
+        dataset=name,
+        options={"checksums": cfg.dataset.checksums} if name == "cifar10" else None,
     )
     print(
-        f"evaluator: test accuracy {meta['test_accuracy']:.4f}, trained in "
-        f"{meta['train_seconds'] / 60:.1f} min -> {cache.resolve_dir(cfg.cache_dir)}"
+        f"evaluator ({name}): test accuracy {meta['test_accuracy']:.4f}, trained in "
+        f"{meta['train_seconds'] / 60:.1f} min -> {cache.resolve_dir(cfg.cache_dir, name)}"
     )
 
 

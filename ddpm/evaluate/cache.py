@@ -1,11 +1,13 @@
-"""Where the evaluator lives on disk: its weights and the MNIST-test reference next to them.
+"""Where each dataset's evaluator lives on disk: its weights and the test-split reference.
 
-The cache folder is ``$DDPM_CACHE_DIR/evaluator`` (default ``~/.cache/ddpm/evaluator``) and
-holds two files, both written atomically and read with ``weights_only=True``:
+One folder per labelled dataset: MNIST's is ``$DDPM_CACHE_DIR/evaluator`` (default
+``~/.cache/ddpm/evaluator``, where it always was), every other one
+``$DDPM_CACHE_DIR/evaluator/<dataset name>`` (``fashion_mnist``, ``cifar10``). Each holds two
+files, both written atomically and read with ``weights_only=True``:
 
-- ``classifier.pt``: ``{"model": state_dict, "meta": {arch, test_accuracy, epochs, seed, ...}}``
-- ``reference.pt``: MNIST-test feature mean and covariance (float64) and the 10k test features
-  themselves (float16, 2.5 MB) for KID and precision/recall, tagged with the weights' build id.
+- ``classifier.pt``: ``{"model": state_dict, "meta": {arch, dataset, test_accuracy, ...}}``
+- ``reference.pt``: test-split feature mean and covariance (float64) and the test features
+  themselves (float16) for KID and precision/recall, tagged with the weights' build id.
 
 A missing cache is built on first use (one training run, minutes on a CPU).
 """
@@ -21,9 +23,9 @@ from typing import Any
 import torch
 
 from ddpm import checkpoint as ckpt
-from ddpm.data import ImageDataset, mnist
-from ddpm.errors import UserError, is_int, require
-from ddpm.evaluate.classifier import MnistClassifier, accuracy, train_classifier
+from ddpm.data import Cifar10, FashionMnist, ImageDataset, Mnist, mnist
+from ddpm.errors import UserError, fail, is_int, require
+from ddpm.evaluate.classifier import Classifier, accuracy, train_classifier
 from ddpm.evaluate.metrics import Reference, compute_reference
 
 log = logging.getLogger("ddpm")
@@ -32,6 +34,14 @@ FORMAT = 1
 EPOCHS = 3
 WEIGHTS, REFERENCE = "classifier.pt", "reference.pt"
 MINUTES_PER_EPOCH_CPU = 3  # measured on a busy shared 2-core CPU; a GPU takes seconds
+# The labelled datasets that have an evaluator: name -> the class that reads them.
+EVALUATED: dict[str, type] = {"mnist": Mnist, "fashion_mnist": FashionMnist, "cifar10": Cifar10}
+NO_EVALUATOR = (
+    "no trained evaluator for {name} (one is trained for " + ", ".join(EVALUATED) + " only): "
+    "FID, KID and precision/recall apply with features=inception (python -m ddpm.evaluate "
+    "run_dir=... features=inception); class_entropy, confident_share and label_accuracy do "
+    "not apply"
+)
 
 
 def default_dir() -> Path:
@@ -41,8 +51,48 @@ def default_dir() -> Path:
     return base / "evaluator"
 
 
-def resolve_dir(cache_dir: str | Path | None) -> Path:
-    return Path(cache_dir).expanduser() if cache_dir is not None else default_dir()
+def resolve_dir(cache_dir: str | Path | None, dataset: str = "mnist") -> Path:
+    """``cache_dir`` when given, else the dataset's default folder (MNIST's is the top one)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return default_dir() if dataset == "mnist" else default_dir() / dataset
+
+
+def check_dataset(dataset: str) -> None:
+    """UserError unless ``dataset`` has an evaluator (an unlabelled folder never has one)."""
+    if dataset not in EVALUATED:
+        if dataset == "image_folder":
+            raise UserError(NO_EVALUATOR.format(name="image folders"))
+        fail("dataset", dataset, f"one of {', '.join(EVALUATED)} (the datasets with an evaluator)")
+
+
+def dataset_of(node: Any) -> tuple[str, dict[str, Any]]:
+    """A run's dataset config -> (the evaluator's dataset name, options for reading it).
+
+    Old checkpoints name the function ``ddpm.data.mnist``; a class names itself. The options
+    are what reading the test split needs beyond the root (``checksums`` for CIFAR-10).
+    """
+    from hydra.utils import get_object
+
+    target = get_object(node["_target_"]) if node is not None else mnist
+    name = getattr(target, "name", "mnist") if target is not mnist else "mnist"
+    options = {k: node[k] for k in ("checksums",) if node is not None and k in node}
+    return name, options
+
+
+def _split(
+    dataset: str,
+    data_root: str | Path | None,
+    train: bool,
+    download: bool = True,
+    options: dict[str, Any] | None = None,
+) -> ImageDataset:
+    """A split of ``dataset`` as the evaluator sees it (its canonical size and channels), from
+    ``data_root`` (default ``$DDPM_DATA_ROOT``, else ``./data``)."""
+    check_dataset(dataset)
+    root = data_root if data_root is not None else os.environ.get("DDPM_DATA_ROOT", "data")
+    source = EVALUATED[dataset](root, train=train, download=download, **(options or {}))
+    return source.load()
 
 
 def _mnist(data_root: str | Path | None, train: bool, download: bool = True) -> ImageDataset:
@@ -51,11 +101,11 @@ def _mnist(data_root: str | Path | None, train: bool, download: bool = True) -> 
     return mnist(root, train=train, download=download)
 
 
-def _save_reference(ref: Reference, path: Path, build_id: str) -> None:
+def _save_reference(ref: Reference, path: Path, build_id: str, dataset: str = "mnist") -> None:
     state = {
         "format": FORMAT,
         "build_id": build_id,
-        "split": "mnist-test",
+        "split": f"{dataset}-test",
         "mean": ref.mean,
         "cov": ref.cov,
         "count": ref.count,
@@ -72,13 +122,20 @@ def build(
     device: torch.device | str = "cpu",
     download: bool = True,
     limit: int | None = None,
+    dataset: str = "mnist",
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Trains the evaluator on MNIST train (its first ``limit`` digits when set), measures it
-    on MNIST test, writes both cache files."""
+    """Trains ``dataset``'s evaluator on its train split (the first ``limit`` images when
+    set), measures it on the test split, writes both cache files."""
     require(is_int(epochs, 1), "epochs", epochs, "an integer >= 1")
     require(limit is None or is_int(limit, 10), "limit", limit, "null or an integer >= 10")
-    folder = resolve_dir(cache_dir)
-    train, test = _mnist(data_root, True, download), _mnist(data_root, False, download)
+    check_dataset(dataset)
+    folder = resolve_dir(cache_dir, dataset)
+    if dataset == "mnist":  # through the module-level name, which tests stand in for
+        train, test = _mnist(data_root, True, download), _mnist(data_root, False, download)
+    else:
+        train = _split(dataset, data_root, True, download, options)
+        test = _split(dataset, data_root, False, download, options)
     if limit is not None:
         train = ImageDataset(train.images[:limit], train.labels[:limit], train.name)
     start = time.perf_counter()
@@ -87,6 +144,7 @@ def build(
     meta = {
         "format": FORMAT,
         "arch": model.arch(),
+        "dataset": dataset,
         "test_accuracy": accuracy(model, test),
         "epochs": epochs,
         "train_images": len(train),
@@ -97,11 +155,13 @@ def build(
         "build_id": f"{seed}-{time.time_ns():x}",
     }
     # reference first: weights on disk always have their matching reference next to them
-    _save_reference(compute_reference(model, test.images), folder / REFERENCE, meta["build_id"])
+    reference = compute_reference(model, test.images)
+    _save_reference(reference, folder / REFERENCE, meta["build_id"], dataset)
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ckpt.save({"model": weights, "meta": meta}, folder / WEIGHTS)
     log.info(
-        "evaluator: test accuracy %.4f after %d epochs (%.1f min) -> %s",
+        "evaluator (%s): test accuracy %.4f after %d epochs (%.1f min) -> %s",
+        dataset,
         meta["test_accuracy"],
         epochs,
         seconds / 60,
@@ -110,7 +170,7 @@ def build(
     return meta
 
 
-def _load_weights(path: Path, device: torch.device | str) -> MnistClassifier:
+def _load_weights(path: Path, device: torch.device | str, dataset: str = "mnist") -> Classifier:
     state = ckpt.load(path)
     meta = state.get("meta") if isinstance(state, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in state:
@@ -118,8 +178,14 @@ def _load_weights(path: Path, device: torch.device | str) -> MnistClassifier:
             f"evaluator {str(path)!r}: not a format-{FORMAT} ddpm evaluator; delete it or rebuild "
             f"with: python -m ddpm.evaluate.build cache_dir={path.parent}"
         )
+    if meta.get("dataset", "mnist") != dataset:
+        raise UserError(
+            f"evaluator {str(path)!r}: trained on {meta.get('dataset', 'mnist')}, not {dataset}; "
+            f"point evaluator_dir at {dataset}'s or rebuild with: python -m ddpm.evaluate.build "
+            f"dataset={dataset} cache_dir={path.parent}"
+        )
     try:
-        model = MnistClassifier(**meta["arch"])
+        model = Classifier(**meta["arch"])
     except TypeError as err:
         raise UserError(f"evaluator {str(path)!r}: unknown architecture ({err})") from None
     ckpt.load_weights(model, state["model"], path)
@@ -148,33 +214,40 @@ def load_evaluator(
     *,
     build_missing: bool = True,
     data_root: str | Path | None = None,
-) -> tuple[MnistClassifier, Reference]:
-    """The cached evaluator (eval mode, on ``device``) and its MNIST-test reference.
+    dataset: str = "mnist",
+    options: dict[str, Any] | None = None,
+) -> tuple[Classifier, Reference]:
+    """``dataset``'s cached evaluator (eval mode, on ``device``) and its test-split reference.
 
-    A missing cache is trained on first use when ``build_missing`` (else UserError); MNIST comes
-    from ``data_root`` (default ``$DDPM_DATA_ROOT``, else ``./data``).
+    A missing cache is trained on first use when ``build_missing`` (else UserError); the data
+    comes from ``data_root`` (default ``$DDPM_DATA_ROOT``, else ``./data``).
     """
-    folder = resolve_dir(cache_dir)
+    check_dataset(dataset)
+    folder = resolve_dir(cache_dir, dataset)
     if not (folder / WEIGHTS).is_file():
         if not build_missing:
             raise UserError(
                 f"evaluator cache {str(folder)!r}: no {WEIGHTS}; build it once with: "
-                f"python -m ddpm.evaluate.build cache_dir={folder}"
+                f"python -m ddpm.evaluate.build dataset={dataset} cache_dir={folder}"
             )
         on_gpu = torch.device(device).type == "cuda"
         estimate = "<1" if on_gpu else str(EPOCHS * MINUTES_PER_EPOCH_CPU)
         log.info("training the evaluator (one time, ~%s min) into %s", estimate, folder)
-        build(folder, data_root, device=device)
-    model = _load_weights(folder / WEIGHTS, device)
+        build(folder, data_root, device=device, dataset=dataset, options=options)
+    model = _load_weights(folder / WEIGHTS, device, dataset)
     ref = _load_reference(folder / REFERENCE, model.meta["build_id"])
     if ref is None:
         if not build_missing:
             raise UserError(
                 f"evaluator cache {str(folder)!r}: {REFERENCE} is missing or belongs to other "
-                f"weights; rebuild with: python -m ddpm.evaluate.build cache_dir={folder}"
+                f"weights; rebuild with: python -m ddpm.evaluate.build dataset={dataset} "
+                f"cache_dir={folder}"
             )
-        log.info("computing the MNIST-test reference statistics into %s", folder / REFERENCE)
-        test = _mnist(data_root, train=False)
+        log.info("computing the %s-test reference statistics into %s", dataset, folder / REFERENCE)
+        if dataset == "mnist":
+            test = _mnist(data_root, train=False)
+        else:
+            test = _split(dataset, data_root, False, options=options)
         ref = compute_reference(model, test.images)
-        _save_reference(ref, folder / REFERENCE, model.meta["build_id"])
+        _save_reference(ref, folder / REFERENCE, model.meta["build_id"], dataset)
     return model, ref

@@ -1,8 +1,9 @@
-"""The MNIST classifier whose penultimate features the sample-quality metrics are measured on.
+"""The classifier whose penultimate features the sample-quality metrics are measured on.
 
 Inception-v3 features (what FID is usually computed on) barely see 28x28 grey digits, so the
-project trains its own small CNN once (~99.4% test accuracy, a few CPU minutes) and caches it
-(:mod:`ddpm.evaluate.cache`). ``python -m ddpm.evaluate.build`` (re)builds that cache.
+project trains its own small CNN once per labelled dataset (MNIST: ~99.4% test accuracy, a
+few CPU minutes) and caches it (:mod:`ddpm.evaluate.cache`). Its input channels and size are
+the dataset's. ``python -m ddpm.evaluate.build dataset=<name>`` (re)builds that cache.
 """
 
 from __future__ import annotations
@@ -25,19 +26,30 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
 
 
-class MnistClassifier(nn.Module):
-    """Three conv blocks (28 -> 14 -> 7 -> 3) and a ``feature_dim`` layer before the logits.
+class Classifier(nn.Module):
+    """Three conv blocks (28 -> 14 -> 7 -> 3, or 32 -> 16 -> 8 -> 4) and a ``feature_dim``
+    layer before the logits.
 
-    Inputs are images in the model range [-1, 1], shape (N, 1, 28, 28).
+    Inputs are images in the model range [-1, 1], shape (N, in_channels, image_size,
+    image_size). The defaults are the MNIST evaluator's (older caches store no size).
     """
 
-    def __init__(self, width: int = 32, feature_dim: int = 128, num_classes: int = 10) -> None:
+    def __init__(
+        self,
+        width: int = 32,
+        feature_dim: int = 128,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+    ) -> None:
         super().__init__()
         self.width, self.feature_dim, self.num_classes = width, feature_dim, num_classes
+        self.in_channels, self.image_size = in_channels, image_size
+        side = image_size // 8
         self.num_features = feature_dim  # what torchmetrics reads off a custom extractor
         self.meta: dict[str, Any] = {}  # set by the cache loader: accuracy, build id, ...
         self.body = nn.Sequential(
-            _conv(1, width),
+            _conv(in_channels, width),
             nn.ReLU(),
             nn.MaxPool2d(2),
             _conv(width, 2 * width),
@@ -47,7 +59,7 @@ class MnistClassifier(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(4 * width * 9, feature_dim),
+            nn.Linear(4 * width * side * side, feature_dim),
             nn.ReLU(),
         )
         self.dropout = nn.Dropout(0.3)
@@ -70,7 +82,12 @@ class MnistClassifier(nn.Module):
             "width": self.width,
             "feature_dim": self.feature_dim,
             "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "image_size": self.image_size,
         }
+
+
+MnistClassifier = Classifier  # the name older code and tests import
 
 
 def augment(x: Tensor, gen: torch.Generator) -> Tensor:
@@ -79,7 +96,7 @@ def augment(x: Tensor, gen: torch.Generator) -> Tensor:
     u = torch.rand(n, 4, generator=gen, device=x.device) * 2 - 1
     angle, scale = u[:, 0] * math.radians(10), 1 + 0.1 * u[:, 1]
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    shift = u[:, 2:] * (2 / 14)  # 2 pixels in grid_sample's [-1, 1] coordinates
+    shift = u[:, 2:] * (4 / x.shape[-1])  # 2 pixels in grid_sample's [-1, 1] coordinates
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
     )
@@ -109,13 +126,16 @@ def train_classifier(
     device: torch.device | str = "cpu",
     batch_size: int = 128,
     lr: float = 2e-3,
-) -> MnistClassifier:
-    """Adam with a one-cycle learning rate and light augmentation; returns it in eval mode."""
+) -> Classifier:
+    """Adam with a one-cycle learning rate and light augmentation; returns it in eval mode.
+    Its input shape and class count are the training data's."""
     if epochs < 1:
         raise UserError(f"epochs={epochs}: an integer >= 1")
     device = torch.device(device)
     torch.manual_seed(seed)
-    model = MnistClassifier().to(device)
+    _, channels, size, _ = train.images.shape
+    classes = max(10, int(train.labels.max()) + 1)
+    model = Classifier(num_classes=classes, in_channels=channels, image_size=size).to(device)
     images, labels = train.images.to(device), train.labels.to(device)
     per_epoch = math.ceil(len(images) / batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -2,12 +2,14 @@
 
 The model and schedule come from the run's checkpoint (:func:`ddpm.runs.load_trained`), the
 sampler from ``conf/sampler``; metrics are those of :func:`ddpm.evaluate.metrics.evaluate_images`
-on the cached evaluator. Writes ``<run>/eval/<sampler>_<steps>_n<N>[_<ckpt stem>].json`` (that
+on the run's dataset's cached evaluator (``features=classifier``) or on Inception-v3 features
+(``features=inception``). Writes ``<run>/eval/<sampler>_<steps>_n<N>[_<ckpt stem>].json`` (that
 name in ``out_dir`` when set) and, when the run has a W&B run, logs ``eval/<name>/<metric>``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -18,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm.cli import hydra_command, sampler_choice
 from ddpm.errors import UserError
-from ddpm.evaluate.cache import load_evaluator, resolve_dir
+from ddpm.evaluate.cache import EVALUATED, NO_EVALUATOR, dataset_of, load_evaluator, resolve_dir
 from ddpm.evaluate.metrics import K_NEIGHBOURS, evaluate_images
 from ddpm.evaluate.wandb_run import log_into_run
 from ddpm.runs import load_for_sampling, output_dir
@@ -26,6 +28,7 @@ from ddpm.sampling import balanced_labels, sample_images
 
 log = logging.getLogger("ddpm")
 MIN_SAMPLES = K_NEIGHBOURS + 1
+FEATURES = ("classifier", "inception")
 
 
 def _check(cfg: DictConfig) -> None:
@@ -37,6 +40,40 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(f"seed={cfg.seed!r}: an integer")
     if not isinstance(cfg.wandb, bool):
         raise UserError(f"wandb={cfg.wandb!r}: true or false")
+    if cfg.get("features", "classifier") not in FEATURES:
+        raise UserError(f"features={cfg.features!r}: one of {', '.join(FEATURES)}")
+
+
+def scorer(cfg: DictConfig, run_cfg: DictConfig, device: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """(extractor, reference, what the JSON says about them) for the run's dataset."""
+    name, options = dataset_of(run_cfg.get("dataset"))
+    root = cfg.dataset.root if cfg.dataset.root is not None else run_cfg.dataset.get("root")
+    if cfg.get("features", "classifier") == "inception":
+        from ddpm.data import load_dataset
+        from ddpm.evaluate.inception import load_inception
+
+        node = OmegaConf.to_container(run_cfg.dataset, resolve=True)
+        node.pop("train", None)
+        key = hashlib.sha1(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()
+        overrides = {"train": False} | ({"root": root} if root is not None else {})
+        model, reference = load_inception(
+            f"{name}-{key[:10]}", lambda: load_dataset(run_cfg.dataset, **overrides).images, device
+        )
+        return model, reference, {"dataset": name, "features": "inception", **model.meta}
+    if name not in EVALUATED:
+        shown = "image folders" if name == "image_folder" else name
+        raise UserError(f"features='classifier': {NO_EVALUATOR.format(name=shown)}")
+    model, reference = load_evaluator(
+        cfg.evaluator_dir, device, data_root=root, dataset=name, options=options
+    )
+    info = {
+        "dataset": name,
+        "features": "classifier",
+        "dir": str(resolve_dir(cfg.evaluator_dir, name)),
+        "test_accuracy": model.meta["test_accuracy"],
+        "build_id": model.meta["build_id"],
+    }
+    return model, reference, info
 
 
 def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
@@ -56,7 +93,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
     default_out = output_dir(None, cfg.run_dir, path, "eval", name)
     folder = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_out.parent
     out = folder / f"{default_out.name}.json"
-    evaluator, reference = load_evaluator(cfg.evaluator_dir, device, data_root=cfg.dataset.root)
+    evaluator, reference, evaluator_info = scorer(cfg, job.config, device)
 
     start = time.perf_counter()
     labels = balanced_labels(model, cfg.num_samples)
@@ -82,11 +119,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
         "device": str(device),
         "sample_seconds": sample_s,
         "eval_seconds": eval_s,
-        "evaluator": {
-            "dir": str(resolve_dir(cfg.evaluator_dir)),
-            "test_accuracy": evaluator.meta["test_accuracy"],
-            "build_id": evaluator.meta["build_id"],
-        },
+        "evaluator": evaluator_info,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +148,8 @@ def main(cfg: DictConfig) -> None:
 cli = hydra_command(
     "ddpm-evaluate",
     """Sample from a trained run and measure FID, KID, precision/recall and class coverage
-against the test split, on the project's cached evaluator (built on first use).""",
+against the test split, on the run's dataset's cached evaluator (built on first use) or, with
+features=inception, on Inception-v3 features.""",
     "evaluate",
     main,
 )

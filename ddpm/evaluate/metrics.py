@@ -1,4 +1,4 @@
-"""Sample-quality metrics on the evaluator's penultimate features, against MNIST test.
+"""Sample-quality metrics on the evaluator's penultimate features, against the test split.
 
 - ``fid``: Frechet distance between Gaussians fitted to the features (torchmetrics' FID,
   fed precomputed features; the reference side is the cached MNIST-test mean/covariance).
@@ -6,12 +6,14 @@
   subset size min(1000, samples, reference).
 - ``precision``, ``recall``: k-NN manifolds (Kynkaanniemi et al. 2019, k=3) against a random
   reference subset of the samples' size (the method compares equal-size sets).
-- ``class_entropy`` (nats; ``class_entropy_norm`` divides by log 10), ``confident_share``
+- ``class_entropy`` (nats; ``class_entropy_norm`` divides by log of the class count),
+  ``confident_share``
   (max softmax >= 0.9) and ``class_share_<c>``: how the evaluator classifies the samples.
 - ``label_accuracy`` (and ``label_accuracy_<c>``), conditional samples only: the share the
   evaluator reads as the label each was drawn for.
 
-Features are computed once per image and shared by every metric.
+Features are computed once per image and shared by every metric. An extractor without
+logits (Inception features) gives the first four only: the class metrics do not apply.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
+
+from ddpm.errors import UserError
 
 K_NEIGHBOURS = 3
 CONFIDENT = 0.9
@@ -55,9 +59,27 @@ class _Given(nn.Module):
         return x
 
 
+def check_input(evaluator: nn.Module, images: Tensor) -> None:
+    """UserError unless ``images`` have the channels and size the evaluator was trained on."""
+    channels, size = getattr(evaluator, "in_channels", None), getattr(evaluator, "image_size", None)
+    if channels is None or size is None:
+        return  # Inception takes any size and 1 or 3 channels
+    if tuple(images.shape[1:]) != (channels, size, size):
+        name = getattr(evaluator, "meta", {}).get("dataset", "mnist")
+        raise UserError(
+            f"images of {tuple(images.shape[1:])}: the {name} evaluator takes "
+            f"{(channels, size, size)} (train at the dataset's own channels and image_size, or "
+            "use evaluate.features=inception)"
+        )
+
+
 @torch.no_grad()
-def extract(evaluator: nn.Module, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """(features, logits) of ``images`` (clamped to [-1, 1]) as float32 CPU tensors."""
+def extract(
+    evaluator: nn.Module, images: Tensor, batch_size: int = 1000
+) -> tuple[Tensor, Tensor | None]:
+    """(features, logits) of ``images`` (clamped to [-1, 1]) as float32 CPU tensors; logits
+    are None for an extractor without them."""
+    check_input(evaluator, images)
     device = next(evaluator.parameters()).device
     was_training = evaluator.training
     evaluator.eval()
@@ -66,10 +88,11 @@ def extract(evaluator: nn.Module, images: Tensor, batch_size: int = 1000) -> tup
         for chunk in images.detach().split(batch_size):
             f, z = evaluator.features_and_logits(chunk.to(device, torch.float32).clamp(-1, 1))
             feats.append(f.float().cpu())
-            logits.append(z.float().cpu())
+            if z is not None:
+                logits.append(z.float().cpu())
     finally:
         evaluator.train(was_training)
-    return torch.cat(feats), torch.cat(logits)
+    return torch.cat(feats), torch.cat(logits) if logits else None
 
 
 def compute_reference(evaluator: nn.Module, images: Tensor, batch_size: int = 1000) -> Reference:
@@ -168,7 +191,7 @@ def label_accuracy(logits: Tensor, labels: Tensor) -> dict[str, float]:
 
 def evaluate_features(
     features: Tensor,
-    logits: Tensor,
+    logits: Tensor | None,
     reference: Reference,
     *,
     labels: Tensor | None = None,
@@ -186,8 +209,8 @@ def evaluate_features(
         "kid_std": kid_std,
         "precision": precision,
         "recall": recall,
-        **class_coverage(logits),
-        **(label_accuracy(logits, labels) if labels is not None else {}),
+        **(class_coverage(logits) if logits is not None else {}),
+        **(label_accuracy(logits, labels) if labels is not None and logits is not None else {}),
     }
 
 
@@ -203,11 +226,11 @@ def evaluate_images(
     seed: int = 0,
     labels: Tensor | None = None,
 ) -> dict[str, float]:
-    """FID, KID, precision/recall and class coverage of ``images`` (N, 1, 28, 28) in [-1, 1];
+    """FID, KID, precision/recall and class coverage of ``images`` (N, C, H, W) in [-1, 1];
     with ``labels`` (what each image was drawn as), also the label accuracy.
 
     ``evaluator``/``reference``: a matching pair, e.g. the cached MNIST evaluator and its
-    MNIST-test reference (:func:`ddpm.evaluate.cache.load_evaluator`). Images are clamped
+    test-split reference (:func:`ddpm.evaluate.cache.load_evaluator`). Images are clamped
     to [-1, 1]. Deterministic for a given ``seed`` (KID subsets, P/R subsample).
     """
     if images.dim() != 4 or len(images) <= k:

@@ -92,6 +92,32 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def _attention_sizes(
+    levels: int, image_size: int, resolutions: object, attention_levels: object
+) -> object:
+    """The feature-map sizes with attention, from sizes or from levels (0 = full size), so
+    one preset works at any image size (levels [2]: 7x7 at 28, 8x8 at 32). Neither given:
+    the lowest resolution."""
+    require(
+        resolutions is None or attention_levels is None,
+        "model.attention_levels",
+        attention_levels,
+        "null when model.attention_resolutions is set (one or the other)",
+    )
+    if resolutions is not None:
+        return resolutions
+    if attention_levels is None:
+        attention_levels = [levels - 1]
+    require(
+        isinstance(attention_levels, list)
+        and all(is_int(v, 0) and v < levels for v in attention_levels),
+        "model.attention_levels",
+        attention_levels,
+        f"a list of levels 0..{levels - 1} (0 = full size), or []",
+    )
+    return sorted({image_size // 2**v for v in attention_levels}, reverse=True)
+
+
 def _check_res_args(
     channels: list[int],
     image_size: int,
@@ -127,14 +153,15 @@ class ResUNet(DenoisingNet):
 
     ``channels`` gives one width per resolution level (28 -> 14 -> 7 for three levels at
     28x28); ``attention_resolutions`` lists the feature-map sizes that get self-attention
-    after each residual block (the middle always has one).
+    after each residual block (the middle always has one), or ``attention_levels`` the
+    levels (0 = full size), which the presets use so they fit 28x28 and 32x32 alike.
     """
 
     def __init__(
         self,
         channels: Sequence[int] = (64, 128, 256),
         num_res_blocks: int = 2,
-        attention_resolutions: Sequence[int] = (7,),
+        attention_resolutions: Sequence[int] | None = None,
         attention_heads: int = 4,
         dropout: float = 0.1,
         time_dim: int | None = None,
@@ -143,6 +170,7 @@ class ResUNet(DenoisingNet):
         image_size: int = 28,
         prediction: str = "eps",
         num_classes: int | None = None,
+        attention_levels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         check_unet_args(
@@ -154,11 +182,15 @@ class ResUNet(DenoisingNet):
             prediction,
             num_classes,
         )
-        channels, attention_resolutions = list(channels), plain(attention_resolutions)
+        channels = list(channels)
+        attention_resolutions = _attention_sizes(
+            len(channels), image_size, plain(attention_resolutions), plain(attention_levels)
+        )
         _check_res_args(
             channels, image_size, num_res_blocks, attention_resolutions, attention_heads, dropout
         )
         time_dim = 4 * channels[0] if time_dim is None else time_dim
+        self.attention_resolutions = list(attention_resolutions)
         self._init_embedding(time_dim, in_channels, image_size, prediction, num_classes)
 
         def res(c_in: int, c_out: int) -> ResBlock:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ddpm import checkpoint, viz
+from ddpm.errors import UserError
 from ddpm.samplers.base import Sampler
 from ddpm.sampling import balanced_labels, generate, label_rows, sample_images
 from ddpm.tracking import Tracker
@@ -44,12 +45,20 @@ class RunOutputs:
         self.last_checkpoint = run_dir / "checkpoints" / "last.pt"
         self.quality = None
         if settings.eval_every and measures:
-            from ddpm.evaluate.cache import load_evaluator
+            from ddpm.evaluate.cache import EVALUATED, NO_EVALUATOR, dataset_of, load_evaluator
 
+            name, options = dataset_of(config.get("dataset"))
+            if name not in EVALUATED:
+                shown = "image folders" if name == "image_folder" else name
+                raise UserError(
+                    f"trainer.eval_every={settings.eval_every}: {NO_EVALUATOR.format(name=shown)}"
+                )
             # Building the evaluator (first use) seeds torch: keep the training streams, which
             # every rank must share, untouched.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                self.quality = load_evaluator(None, device, data_root=data_root)
+                self.quality = load_evaluator(
+                    None, device, data_root=data_root, dataset=name, options=options
+                )
 
     def log_row(
         self, epoch: int, total: int, grad_norm: torch.Tensor, quiet: bool
@@ -145,7 +154,7 @@ class RunOutputs:
         viz.plot_loss([s for s, _ in history], [v for _, v in history], self.run_dir / "loss.png")
 
     def evaluate(self) -> dict[str, float]:
-        """FID and friends of ``eval_samples`` fresh samples on the cached evaluator."""
+        """FID and friends of ``eval_samples`` fresh samples on the dataset's cached evaluator."""
         from ddpm.evaluate.metrics import evaluate_images
 
         evaluator, reference = self.quality

@@ -1,0 +1,75 @@
+"""What every dataset shares: the tensor it loads into, the memory bound, the batch order."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ddpm.errors import UserError, is_number, require
+
+
+@dataclass
+class ImageDataset:
+    """Images scaled to [-1, 1], shape (N, C, H, W), with their integer labels."""
+
+    images: Tensor
+    labels: Tensor
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def to_model_range(pixels: Tensor) -> Tensor:
+    """uint8 pixels -> float32 in [-1, 1] (ToTensor then Normalize(0.5, 0.5))."""
+    return pixels.to(torch.float32).div(255.0).mul(2.0).sub(1.0)
+
+
+def check_memory(count: int, shape: Sequence[int], max_gib: float, where: str) -> None:
+    """Refuses a split whose float32 tensor (count x C x H x W x 4 bytes) exceeds ``max_gib``:
+    the data is held whole on the training device, so say so before allocating it."""
+    need = count * math.prod(shape) * 4 / 2**30
+    if need > max_gib:
+        size = "x".join(map(str, shape))
+        raise UserError(
+            f"dataset.max_gib={max_gib:g}: {where} holds {count} images of {size}, "
+            f"{need:.2f} GiB as float32, more than the bound; raise dataset.max_gib, "
+            "lower dataset.image_size, or use fewer images"
+        )
+
+
+def check_common(max_gib: object) -> float:
+    """The key every dataset shares: the memory bound in GiB."""
+    require(is_number(max_gib) and max_gib > 0, "dataset.max_gib", max_gib, "a number > 0 (GiB)")
+    return float(max_gib)
+
+
+def load_dataset(node: object, **overrides: object) -> ImageDataset:
+    """Builds a ``dataset`` config node and reads it (old configs build the data directly)."""
+    from hydra.utils import instantiate
+
+    built = instantiate(node, **overrides)
+    return built.load() if hasattr(built, "load") else built
+
+
+def batch_stream(
+    num_items: int, batch_size: int, seed: int, start_step: int = 0
+) -> Iterator[tuple[int, Tensor]]:
+    """Endless (epoch, indices) batches; epoch e's order is a permutation seeded by (seed, e).
+
+    Each epoch's order depends only on (seed, epoch), so a stream can start at any step
+    (``start_step`` batches already consumed) and continue exactly where another left off.
+    The last batch of an epoch may be smaller.
+    """
+    per_epoch = math.ceil(num_items / batch_size)
+    epoch, skip = divmod(start_step, per_epoch)
+    while True:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(num_items, generator=gen)
+        for idx in order.split(batch_size)[skip:]:
+            yield epoch, idx
+        epoch, skip = epoch + 1, 0
