@@ -38,14 +38,7 @@ class DDIMSampler(Sampler):
             raise UserError(
                 f"sampler.eta={eta!r}: a number in [0, 1] (0 = deterministic, 1 = ancestral)"
             )
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, steps, spacing, clip_x0, dynamic_threshold, guidance_scale)
         self.eta = float(eta)
 
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:

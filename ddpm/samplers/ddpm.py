@@ -34,14 +34,7 @@ class AncestralSampler(Sampler):
     ) -> None:
         if variance not in VARIANCES:
             raise UserError(f"sampler.variance={variance!r}: one of {', '.join(VARIANCES)}")
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, steps, spacing, clip_x0, dynamic_threshold, guidance_scale)
         self.variance = variance
 
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:

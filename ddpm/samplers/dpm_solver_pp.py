@@ -52,14 +52,7 @@ class DPMSolverPPSampler(Sampler):
             raise UserError(f"sampler.order={order!r}: 1, 2 or 3")
         if final_step not in FINAL_STEPS:
             raise UserError(f"sampler.final_step={final_step!r}: one of {', '.join(FINAL_STEPS)}")
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, steps, spacing, clip_x0, dynamic_threshold, guidance_scale)
         self.order = order
         self.final_step = final_step
         self._history: list[tuple[int, Tensor]] = []  # (row, x0 estimate), newest last

@@ -22,13 +22,7 @@ class DPMSolverPP3MSampler(DPMSolverPPSampler):
         dynamic_threshold: float | None = None,
         guidance_scale: float = 1.0,
     ) -> None:
+        order = 3
         super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            order=3,
-            final_step=final_step,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
+            schedule, steps, spacing, order, final_step, clip_x0, dynamic_threshold, guidance_scale
         )

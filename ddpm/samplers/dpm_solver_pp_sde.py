@@ -35,15 +35,9 @@ class DPMSolverPPSDESampler(DPMSolverPPSampler):
         dynamic_threshold: float | None = None,
         guidance_scale: float = 1.0,
     ) -> None:
+        order = 2
         super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            order=2,
-            final_step=final_step,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
+            schedule, steps, spacing, order, final_step, clip_x0, dynamic_threshold, guidance_scale
         )
 
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:

@@ -53,14 +53,7 @@ class HeunSampler(Sampler):
     ) -> None:
         if not (_is_real(churn) and churn >= 0):
             raise UserError(f"sampler.churn={churn!r}: a number >= 0 (EDM's S_churn; 0 = ODE)")
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, steps, spacing, clip_x0, dynamic_threshold, guidance_scale)
         self.churn = float(churn)
 
     def _euler_only(self, i: int) -> bool:
