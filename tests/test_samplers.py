@@ -42,8 +42,8 @@ SAMPLERS = {
 STD_TOL = {"ddpm": 0.035, "ddpm_100": 0.145, "ddim_eta0": 0.14, "ddim_eta1": 0.23}
 STD_TOL["dpm_solver_pp"] = 0.265
 # The new samplers at their constructor defaults, measured worst cases over the schedules:
-# 3M (20 calls, log-SNR plan) +1.5% (linear); 2M SDE (50 calls, log-SNR plan: the setting that
-# matched 1000-step FID on the shared checkpoint) +1.2% (cosine); Heun (11 rows, Karras plan,
+# 3M (20 calls, log-SNR plan) +1.5% (linear); 2M SDE (50 calls, log-SNR plan: the best 50-call
+# FID on the shared checkpoint) +1.2% (cosine); Heun (11 rows, Karras plan,
 # churn 2: its best FID) +28.1% (cosine: 10 rows of Heun over-disperse the Gaussian).
 STD_TOL.update({"dpm_solver_pp_3m": 0.03, "dpm_solver_pp_sde": 0.03, "heun": 0.295})
 

@@ -21,8 +21,8 @@ class DPMSolverPPSDESampler(DPMSolverPPSampler):
     ancestral (posterior beta-tilde) step on the same plan; D = x0_hat + (x0_hat - x0_prev)/(2 r0)
     at second order (r0 = h_prev/h). ``final_step`` as in
     :class:`~ddpm.samplers.dpm_solver_pp.DPMSolverPPSampler`. Defaults, 50 calls on the log-SNR
-    plan: the setting that matched 1000-step ancestral FID on the shared checkpoint
-    (experiments/sampler_quality).
+    plan: the best 50-call setting measured on the shared checkpoint (FID +12% against 1000-step
+    ancestral on 700 paired images, ancestral-50 +18%; experiments/sampler_quality).
     """
 
     def __init__(
