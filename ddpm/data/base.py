@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ddpm.errors import UserError, is_number, require
+from ddpm.errors import UserError, is_int, is_number, plain, require
 
 
 @dataclass
@@ -46,6 +46,28 @@ def check_common(max_gib: object) -> float:
     """The key every dataset shares: the memory bound in GiB."""
     require(is_number(max_gib) and max_gib > 0, "dataset.max_gib", max_gib, "a number > 0 (GiB)")
     return float(max_gib)
+
+
+def check_ten_classes(classes: object, word: str, native: int, image_size: object) -> object:
+    """The keys the 10-class image sets share: a subset of the classes, and a size at least
+    the images' own (``native``; larger sizes pad). Returns ``classes`` as a plain list."""
+    classes = plain(classes)
+    require(
+        classes is None
+        or (isinstance(classes, list) and len(classes) > 0)
+        and all(is_int(c, 0) and c <= 9 for c in classes),
+        "dataset.classes",
+        classes,
+        f"null or a non-empty list of {word} 0..9",
+    )
+    require(
+        is_int(image_size, native) and image_size % 2 == 0,
+        "dataset.image_size",
+        image_size,
+        f"an even integer >= {native} (the images are {native}x{native}; larger sizes pad "
+        f"with {'black' if native == 32 else 'background'})",
+    )
+    return classes
 
 
 def load_dataset(node: object, **overrides: object) -> ImageDataset:

@@ -12,8 +12,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpm.data.base import ImageDataset, check_common, check_memory, to_model_range
-from ddpm.errors import UserError, is_int, plain, require
+from ddpm.data.base import (
+    ImageDataset,
+    check_common,
+    check_memory,
+    check_ten_classes,
+    to_model_range,
+)
+from ddpm.errors import UserError, require
 
 FOLDER = "cifar-10-batches-py"
 FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")
@@ -61,22 +67,8 @@ class Cifar10:
         checksums: bool = True,
         max_gib: float = 4.0,
     ) -> None:
-        classes = plain(classes)
-        require(
-            classes is None
-            or (isinstance(classes, list) and len(classes) > 0)
-            and all(is_int(c, 0) and c <= 9 for c in classes),
-            "dataset.classes",
-            classes,
-            "null or a non-empty list of classes 0..9",
-        )
+        classes = check_ten_classes(classes, "classes", 32, image_size)
         require(channels in (1, 3), "dataset.channels", channels, "3 (RGB) or 1 (grey)")
-        require(
-            is_int(image_size, 32) and image_size % 2 == 0,
-            "dataset.image_size",
-            image_size,
-            "an even integer >= 32 (the images are 32x32; larger sizes pad with black)",
-        )
         require(num_classes == 10, "dataset.num_classes", num_classes, "10 (cifar10)")
         require(isinstance(checksums, bool), "dataset.checksums", checksums, "true or false")
         self.max_gib = check_common(max_gib)

@@ -15,8 +15,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpm.data.base import ImageDataset, check_common, check_memory, to_model_range
-from ddpm.errors import UserError, is_int, plain, require
+from ddpm.data.base import (
+    ImageDataset,
+    check_common,
+    check_memory,
+    check_ten_classes,
+    to_model_range,
+)
+from ddpm.errors import UserError, require
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -54,22 +60,8 @@ class Mnist:
         num_classes: int = 10,
         max_gib: float = 4.0,
     ) -> None:
-        classes = plain(classes)
-        require(
-            classes is None
-            or (isinstance(classes, list) and len(classes) > 0)
-            and all(is_int(c, 0) and c <= 9 for c in classes),
-            "dataset.classes",
-            classes,
-            f"null or a non-empty list of {self.class_word} 0..9",
-        )
+        classes = check_ten_classes(classes, self.class_word, 28, image_size)
         require(channels == 1, "dataset.channels", channels, f"1 ({self.name} is grey)")
-        require(
-            is_int(image_size, 28) and image_size % 2 == 0,
-            "dataset.image_size",
-            image_size,
-            "an even integer >= 28 (the images are 28x28; larger sizes pad with background)",
-        )
         require(num_classes == 10, "dataset.num_classes", num_classes, f"10 ({self.name})")
         self.max_gib = check_common(max_gib)
         self.root, self.train, self.download = Path(root).expanduser(), train, download
