@@ -114,7 +114,7 @@ def test_every_preset_and_option_is_valid(make_cfg):
         validate(make_cfg(option))
     for name in ["schedules", "lr", "model_size", "search", "cpu_budget"]:
         validate(make_cfg(f"+experiment={name}"))
-    for recipe in ["seed", "fast"]:
+    for recipe in ["seed", "fast", "cpu"]:
         validate(make_cfg(f"recipe={recipe}"))
 
 
@@ -180,9 +180,13 @@ def test_naming_a_model_changes_the_model_and_nothing_else(make_cfg) -> None:
 
 
 def test_recipes_compose_to_their_settings(make_cfg) -> None:
-    fast = make_cfg()  # the default recipe
-    assert list(fast.model.channels) == [32, 64, 128]
-    assert fast.schedule._target_.endswith("cosine")
+    cpu = make_cfg()  # the default recipe: the residual res_tiny net, no dropout
+    assert cpu.model._target_.endswith("ResUNet") and list(cpu.model.channels) == [16, 32, 64]
+    assert cpu.model.dropout == 0
+    assert cpu.schedule._target_.endswith("cosine")
+    assert (cpu.optimizer.lr, cpu.trainer.ema_decay, cpu.trainer.max_minutes) == (1e-3, 0.999, 30)
+    fast = make_cfg("recipe=fast")  # the same with the quarter-width seed net
+    assert fast.model._target_.endswith(".UNet") and list(fast.model.channels) == [32, 64, 128]
     assert (fast.optimizer.lr, fast.trainer.ema_decay) == (1e-3, 0.999)
     seed = make_cfg("recipe=seed")  # the study note's recipe, model base included
     assert list(seed.model.channels) == [64, 128, 256]
@@ -195,6 +199,29 @@ def test_recipes_compose_to_their_settings(make_cfg) -> None:
     )
     mixed = make_cfg("model=base")  # the command line wins over the recipe's model only
     assert list(mixed.model.channels) == [64, 128, 256] and mixed.optimizer.lr == 1e-3
+
+
+def test_the_gpu_recipe_composes_to_its_settings_and_needs_a_gpu(make_cfg) -> None:
+    import torch
+
+    from ddpm.config import build_parts, validate
+    from ddpm.errors import UserError
+
+    gpu = make_cfg("recipe=gpu")
+    assert gpu.model._target_.endswith("ResUNet") and list(gpu.model.channels) == [64, 128, 128]
+    assert gpu.schedule._target_.endswith("cosine")
+    trainer = gpu.trainer
+    assert (trainer.batch_size, trainer.precision, trainer.compile) == (
+        256,
+        "bf16",
+        "reduce-overhead",
+    )
+    assert (trainer.max_minutes, trainer.ema_decay, gpu.device) == (10, 0.9995, "cuda")
+    optimizer = build_parts(make_cfg("recipe=gpu", "device=cpu")).optimizer
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-4 * 2**0.5, rel=1e-12)  # sqrt rule
+    if not torch.cuda.is_available():  # one line, before anything is built
+        with pytest.raises(UserError, match=r"^device='cuda': no CUDA device here"):
+            validate(gpu)
 
 
 @pytest.mark.parametrize(("rule", "factor"), [("none", 1.0), ("linear", 4.0), ("sqrt", 2.0)])

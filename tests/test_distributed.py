@@ -18,7 +18,7 @@ from ddpm.tracking import read_metrics
 DDP_RUN = [
     *(o for o in TINY if not o.startswith("trainer.batch_size")),
     "trainer.batch_size=13",
-    "recipe=seed",  # what make_cfg composes by default; the bare command line picks fast
+    "recipe=seed",  # what make_cfg composes by default; the bare command line picks cpu
 ]
 
 

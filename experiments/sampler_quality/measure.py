@@ -2,8 +2,9 @@
 
 Each setting draws ``--count`` images in batches whose x_T (and sampler noise) come from a
 generator seeded with ``seed + batch index``, so every setting starts from the same noise.
-Images are kept as uint8 under ``--store`` (not committed) and scored with the project
-evaluator; one JSON line per setting is appended to ``--out``.
+Images are kept as uint8 under ``--store`` (not committed; reused by setting, so give each
+checkpoint its own store) and scored with the project evaluator; one JSON line per setting is
+appended to ``--out``.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python experiments/sampler_quality/measure.py \
         --weights ema --count 250 --settings 'ddpm:steps=None' 'dpm_solver_pp:steps=20'
@@ -51,34 +52,39 @@ def tag_of(name: str, kwargs: dict[str, Any]) -> str:
     return name + "".join(f"_{k}={v}" for k, v in sorted(kwargs.items()))
 
 
-def build(weights: str) -> tuple[torch.nn.Module, Any]:
-    state = ckpt.load(CHECKPOINT)
+def build(weights: str, checkpoint: str, device: str) -> tuple[torch.nn.Module, Any]:
+    state = ckpt.load(checkpoint)
     cfg = OmegaConf.create(state["config"])
     model = instantiate(cfg.model)
-    ckpt.load_weights(model, state[weights], CHECKPOINT)
-    return model.eval(), instantiate(cfg.schedule)
+    ckpt.load_weights(model, state[weights], checkpoint)
+    return model.to(device).eval(), instantiate(cfg.schedule)
 
 
 @torch.no_grad()
-def draw(model, sampler, count: int, batch: int, seed: int) -> tuple[torch.Tensor, float]:
-    """uint8 images (count, 1, 28, 28) and the seconds spent drawing them."""
+def draw(
+    model, sampler, count: int, batch: int, seed: int, device: str
+) -> tuple[torch.Tensor, float]:
+    """uint8 images (count, 1, 28, 28) and the seconds spent drawing them (on a GPU the noise
+    comes from a generator on that device: the same seeds, other draws than on the CPU)."""
     out, seconds = [], 0.0
     for b in range((count + batch - 1) // batch):
         n = min(batch, count - b * batch)
-        gen = torch.Generator().manual_seed(seed + b)
-        x_T = torch.randn((n, 1, 28, 28), generator=gen)
+        gen = torch.Generator(device).manual_seed(seed + b)
+        x_T = torch.randn((n, 1, 28, 28), generator=gen, device=device)
         start = time.perf_counter()
         x, _ = sampler.sample(model, x_T.shape, x_T=x_T, generator=gen)
+        if device != "cpu":
+            torch.cuda.synchronize()
         seconds += time.perf_counter() - start
-        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
     return torch.cat(out), seconds
 
 
-def score(images: torch.Tensor, data_root: str) -> dict[str, float]:
+def score(images: torch.Tensor, data_root: str, evaluator_dir: str | None) -> dict[str, float]:
     from ddpm.evaluate.cache import load_evaluator
     from ddpm.evaluate.metrics import evaluate_images
 
-    evaluator, reference = load_evaluator(None, "cpu", data_root=data_root)
+    evaluator, reference = load_evaluator(evaluator_dir, "cpu", data_root=data_root)
     x = images.float() / 127.5 - 1.0
     return evaluate_images(x, evaluator, reference, seed=0)
 
@@ -92,6 +98,9 @@ def main() -> None:
     p.add_argument("--store", default="/tmp/sampler_quality")
     p.add_argument("--out", default="experiments/sampler_quality/results.jsonl")
     p.add_argument("--data-root", default="/work/shared/data")
+    p.add_argument("--checkpoint", default=CHECKPOINT)
+    p.add_argument("--device", default="cpu", help="cpu (one thread) or cuda")
+    p.add_argument("--evaluator-dir", default=None, help="default: the cache")
     p.add_argument("--no-score", action="store_true", help="draw only (score later)")
     p.add_argument(
         "--subset-of",
@@ -101,15 +110,17 @@ def main() -> None:
     )
     p.add_argument("--settings", nargs="+", required=True)
     args = p.parse_args()
-    torch.set_num_threads(1)
-    model, schedule = build(args.weights)
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    model, schedule = build(args.weights, args.checkpoint, args.device)
     store = Path(args.store) / args.weights
     store.mkdir(parents=True, exist_ok=True)
     for text in args.settings:
         name, kwargs = parse_setting(text)
         sampler = instantiate({"_target_": CLASSES[name], **kwargs}, schedule=schedule)
         tag = tag_of(name, kwargs)
-        path = store / f"{tag}_n{args.subset_of or args.count}_s{args.seed}.pt"
+        on = "" if args.device == "cpu" else f"_{args.device}"
+        path = store / f"{tag}_n{args.subset_of or args.count}_s{args.seed}{on}.pt"
         if path.is_file():
             saved = torch.load(path)
             images, seconds = saved["images"], saved["seconds"]
@@ -117,7 +128,7 @@ def main() -> None:
                 seconds *= args.count / len(images)
                 images = images[: args.count]
         else:
-            images, seconds = draw(model, sampler, args.count, args.batch, args.seed)
+            images, seconds = draw(model, sampler, args.count, args.batch, args.seed, args.device)
             torch.save({"images": images, "seconds": seconds}, path)
         row: dict[str, Any] = {
             "weights": args.weights,
@@ -126,10 +137,11 @@ def main() -> None:
             "nfe": sampler.nfe,
             "count": args.count,
             "seed": args.seed,
+            "device": args.device,
             "images_per_s": round(args.count / seconds, 3),
         }
         if not args.no_score:
-            metrics = score(images, args.data_root)
+            metrics = score(images, args.data_root, args.evaluator_dir)
             row.update({k: metrics[k] for k in ("fid", "kid", "kid_std")})
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as f:
