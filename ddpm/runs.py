@@ -48,9 +48,11 @@ def load_trained(
     run_dir: str | Path | None,
     checkpoint: str | Path | None = None,
     device: torch.device | str = "cpu",
+    ema: bool = True,
 ) -> tuple[DictConfig, nn.Module, NoiseSchedule]:
-    """The run's config, its network (weights loaded, eval mode, on ``device``) and schedule."""
-    cfg, model, schedule, _ = _rebuild(checkpoint_path(run_dir, checkpoint), device)
+    """The run's config, its network (weights loaded, eval mode, on ``device``) and schedule.
+    ``ema``: the EMA weights when the run kept them (else, or when False, the raw ones)."""
+    cfg, model, schedule, _ = _rebuild(checkpoint_path(run_dir, checkpoint), device, ema)
     return cfg, model, schedule
 
 

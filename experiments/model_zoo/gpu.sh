@@ -45,9 +45,9 @@ curve)
   python - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
+from ddpm.tracking import read_metrics
 out = Path(sys.argv[1])
-rows = {v: [json.loads(l) for l in (out / f"curve_{v}" / "metrics.jsonl").read_text().splitlines()]
-        for v in ("eager", "graphed_bf16")}
+rows = {v: read_metrics(out / f"curve_{v}") for v in ("eager", "graphed_bf16")}
 a = [r["loss"] for r in rows["eager"] if "loss" in r]
 b = [r["loss"] for r in rows["graphed_bf16"] if "loss" in r]
 gap = max(abs(x - y) / x for x, y in zip(a, b))

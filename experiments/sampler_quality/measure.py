@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from ddpm import checkpoint as ckpt
+from ddpm.runs import load_trained
 
 CHECKPOINT = "/work/shared/checkpoints/small-cosine-ema-22ep.pt"
 CLASSES = {
@@ -50,14 +49,6 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 def tag_of(name: str, kwargs: dict[str, Any]) -> str:
     return name + "".join(f"_{k}={v}" for k, v in sorted(kwargs.items()))
-
-
-def build(weights: str, checkpoint: str, device: str) -> tuple[torch.nn.Module, Any]:
-    state = ckpt.load(checkpoint)
-    cfg = OmegaConf.create(state["config"])
-    model = instantiate(cfg.model)
-    ckpt.load_weights(model, state[weights], checkpoint)
-    return model.to(device).eval(), instantiate(cfg.schedule)
 
 
 @torch.no_grad()
@@ -112,7 +103,8 @@ def main() -> None:
     args = p.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(1)
-    model, schedule = build(args.weights, args.checkpoint, args.device)
+    # ema: the run's EMA weights (its raw ones when it kept none); the schedule on the device too
+    _, model, schedule = load_trained(None, args.checkpoint, args.device, args.weights == "ema")
     store = Path(args.store) / args.weights
     store.mkdir(parents=True, exist_ok=True)
     for text in args.settings:
