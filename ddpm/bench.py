@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.cli import hydra_command
-from ddpm.config import Parts, build_parts
+from ddpm.config import CONF_DIR, Parts, build_parts
 from ddpm.data import batch_stream
 from ddpm.devices import pick_device
 from ddpm.errors import plain, require
@@ -80,7 +80,7 @@ def make_step(
     """The training loop's own step (:func:`ddpm.training.step.make_train_step`) on the next
     batch; returns the batch size and the loss (a device tensor)."""
     state = TrainState.create(parts.model, parts.optimizer, settings.ema_decay)
-    step_fn = make_train_step(state, parts.schedule, settings, device)
+    step_fn = make_train_step(state, parts.process, settings, device)
 
     def step() -> tuple[int, torch.Tensor]:
         x0 = next(batches).to(device)
@@ -147,6 +147,42 @@ def variant_table(
     return rows
 
 
+def process_table(
+    cfg: DictConfig,
+    device: torch.device,
+    batches: Callable[[], Iterator[torch.Tensor]],
+) -> list[dict[str, object]]:
+    """The loop's step (the configured settings) under each ``bench.processes`` entry, rounds
+    interleaved (ddpm, flow, edm, ddpm, ...) so load from other processes hits each alike;
+    ``vs_first``: images/s relative to the first entry."""
+    b = cfg.bench
+    names = plain(b.processes)
+    options = sorted(p.stem for p in (CONF_DIR / "process").glob("*.yaml"))
+    require(
+        isinstance(names, list) and all(n in options for n in names),
+        "bench.processes",
+        names,
+        f"a list of {', '.join(options)}",
+    )
+    steps = {}
+    for name in names:
+        variant = cfg.copy()
+        variant.process = OmegaConf.load(CONF_DIR / "process" / f"{name}.yaml")
+        parts = build_parts(variant, device)
+        steps[name] = make_step(parts, batches(), parts.settings, device)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(b.rounds):
+        for name in names:
+            rates[name].append(train_rate(steps[name], b.warmup, b.train_steps))
+    rows: list[dict[str, object]] = []
+    for name in names:
+        mean = sum(rates[name]) / len(rates[name])
+        first = sum(rates[names[0]]) / len(rates[names[0]])
+        rows.append({"process": name, "images_per_s": mean, "vs_first": mean / first})
+        log.info("process %s: %.1f img/s (%.3fx)", name, mean, mean / first)
+    return rows
+
+
 def bench(cfg: DictConfig) -> dict:
     b = cfg.bench
     require(
@@ -166,6 +202,7 @@ def bench(cfg: DictConfig) -> dict:
             yield images[idx.to(device)]
 
     variants = variant_table(cfg, device, ours_batches, len(images))
+    processes = process_table(cfg, device, ours_batches) if b.processes else []
 
     # The seed's way: torchvision's DataLoader, fp32, default layout, no EMA, no compile.
     seed_way = replace(
@@ -220,6 +257,7 @@ def bench(cfg: DictConfig) -> dict:
         "settings": OmegaConf.to_container(b, resolve=True),
         "ours": {k: getattr(settings, k) for k in ("channels_last", "precision", "compile")},
         "variants": variants,
+        "processes": processes,
     }
     return result
 
@@ -247,6 +285,11 @@ def main(cfg: DictConfig) -> None:
                 f"| {row['variant']} | {row['images_per_s']:.1f} | "
                 f"{row['seconds_per_epoch']:.2f} | {gflop:.3f} | {row['achieved_tflops']:.4f} |"
             )
+    if result["processes"]:
+        print("\n| process | img/s | vs " + result["processes"][0]["process"] + " |")
+        print("|---|---|---|")
+        for row in result["processes"]:
+            print(f"| {row['process']} | {row['images_per_s']:.1f} | {row['vs_first']:.3f} |")
     if cfg.out_dir:
         out = Path(cfg.out_dir).expanduser()
         out.mkdir(parents=True, exist_ok=True)

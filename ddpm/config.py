@@ -24,10 +24,11 @@ from ddpm.errors import UserError, fail
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
-GROUPS = ("model", "schedule", "optimizer", "sampler", "dataset", "logger", "trainer")
+GROUPS = ("model", "schedule", "process", "optimizer", "sampler", "dataset", "logger", "trainer")
 # Arguments the code passes at build time, so they are not config keys.
 PASSED_AT_BUILD = {
     "sampler": {"schedule"},
+    "process": {"schedule"},
     "logger": {"run_dir", "run_config", "resume_step", "resume_id"},
     "optimizer": {"params"},
 }
@@ -43,6 +44,7 @@ class RunConfig:
 
     model: Any = MISSING
     schedule: Any = MISSING
+    process: Any = MISSING
     optimizer: Any = MISSING
     sampler: Any = MISSING
     dataset: Any = MISSING
@@ -98,11 +100,12 @@ class Parts:
 
     settings: Any  # ddpm.training.settings.TrainerSettings
     model: torch.nn.Module
-    schedule: Any  # ddpm.diffusion.schedule.NoiseSchedule
+    schedule: Any  # ddpm.diffusion.schedule.NoiseSchedule: the process's grid
     sampler: Any  # ddpm.samplers.base.Sampler
     optimizer: torch.optim.Optimizer
     dataset: Any  # has .load() -> ImageDataset
     logger: Any  # a partial: called with the run dir it opens
+    process: Any  # ddpm.processes.Process
 
 
 def check_top_level(cfg: DictConfig) -> None:
@@ -113,6 +116,19 @@ def check_top_level(cfg: DictConfig) -> None:
             fail(str(key), cfg[key], f"unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
+def build_process(cfg: DictConfig) -> Any:
+    """The run's :class:`~ddpm.processes.Process`: ``cfg.process``, given the built
+    ``cfg.schedule`` when its target takes one (``process=ddpm``); configs written before
+    processes existed (old checkpoints) have no ``process`` and get the DDPM process."""
+    node = cfg.get("process")
+    if node is None:
+        node = DictConfig({"_target_": "ddpm.processes.DDPMProcess"})
+    target = get_object(node._target_)
+    if "schedule" in inspect.signature(target).parameters:
+        return build(node, schedule=build(cfg.schedule))
+    return build(node)
+
+
 def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
     """Builds every group (the model seeded by ``trainer.seed``, on ``device``); any bad key
     or value raises UserError before anything is read or written."""
@@ -121,14 +137,16 @@ def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
     settings = build(cfg.trainer)
     torch.manual_seed(settings.seed)  # before building: initial weights depend on it
     model = build(cfg.model).to(device)
-    schedule = build(cfg.schedule).to(device)
+    process = build_process(cfg).to(device)
+    process.check_model(model)
+    schedule = process.grid
     sampler = build(cfg.sampler, schedule=schedule)
     optimizer = build(cfg.optimizer)(model.parameters())
     for group in optimizer.param_groups:  # trainer.lr_batch_rule: lr for this batch size
         group["lr"] *= settings.lr_factor()
     dataset = build(cfg.dataset)
     logger = build(cfg.logger, _partial_=True)
-    return Parts(settings, model, schedule, sampler, optimizer, dataset, logger)
+    return Parts(settings, model, schedule, sampler, optimizer, dataset, logger, process)
 
 
 def validate(cfg: DictConfig) -> None:

@@ -5,7 +5,9 @@ sqrt(ab_t), exactly a forward-process sample x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t
 sigma = sqrt((1 - ab_t) / ab_t). So the timestep is matched as the t whose noise-to-signal
 ratio sqrt((1 - ab_t)/ab_t) is closest to sigma (absolute difference, over all T steps), y is
 scaled by sqrt(ab_t), and the reverse process runs from t down to 0 with the chosen sampler
-(default DDIM, eta = 0: deterministic) on ``spaced_timesteps(t + 1, steps)``.
+(default DDIM, eta = 0: deterministic) on ``spaced_timesteps(t + 1, steps)``. Every process
+(:mod:`ddpm.processes`) shows the sampler its levels as such a table (its grid), so the same
+match finds the flow time with t/(1 - t), or the EDM sigma, nearest the noise std.
 
 Works on every dataset: the clean images are the run's dataset's test split, read through
 :func:`ddpm.data.load_dataset` from the run's own config. Writes ``denoise.png`` (per noise

@@ -117,7 +117,7 @@ def _train(
             cfg.dataset.root,
             measures=ranks.main,
         )
-        return train(settings, state, parts.schedule, data, out, device, ranks)
+        return train(settings, state, parts.process, data, out, device, ranks)
 
 
 def log_plan(settings: Any, parts: Parts, num_images: int, run_dir: Path) -> None:

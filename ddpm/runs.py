@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ddpm import checkpoint as ckpt
-from ddpm.config import build
+from ddpm.config import build, build_process
 from ddpm.devices import pick_device
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError, require
@@ -69,7 +69,7 @@ def _rebuild(
     # The EMA weights when the run kept them: they are what its samples were drawn with.
     ckpt.load_weights(model, (state.get("ema") if ema else None) or state["model"], path)
     model.to(device).eval()
-    schedule = instantiate(cfg.schedule).to(device)
+    schedule = build_process(cfg).to(device).grid  # a run without `process` is a DDPM run
     step = state.get("step")
     return cfg, model, schedule, step if isinstance(step, int) else None
 

@@ -42,7 +42,7 @@ from ddpm.training.state import NonFiniteLoss
 log = logging.getLogger("ddpm")
 Value = None | bool | int | float | str
 # Keys whose choice changes the loss's scale: the final loss cannot rank trials across them.
-LOSS_SCALE_KEYS = ("schedule", "model.prediction", "trainer.loss_weighting")
+LOSS_SCALE_KEYS = ("schedule", "process", "model.prediction", "trainer.loss_weighting")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from ddpm.errors import require
 
 log = logging.getLogger("ddpm")
 WandbMode = Literal["auto", "online", "offline", "disabled"]
-TAGGED_GROUPS = ("model", "schedule", "sampler", "optimizer")
+TAGGED_GROUPS = ("model", "schedule", "process", "sampler", "optimizer")
 
 
 class Tracker:

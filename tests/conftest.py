@@ -73,12 +73,55 @@ class GaussianOracle(torch.nn.Module):
         self.in_channels, self.image_size = 1, 1
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ab = self.schedule.alpha_bar.to(torch.float64)[t].reshape(-1, 1, 1, 1)
+        table = self.schedule.alpha_bar.to(torch.float64)
+        if t.is_floating_point():  # the adaptive solver's fractional timesteps
+            lo = t.floor().long().clamp(0, len(table) - 2)
+            w = (t.to(torch.float64) - lo).reshape(-1, 1, 1, 1)
+            ab = (1 - w) * table[lo].reshape(-1, 1, 1, 1) + w * table[lo + 1].reshape(-1, 1, 1, 1)
+        else:
+            ab = table[t].reshape(-1, 1, 1, 1)
         x = x_t.to(torch.float64)
         eps = (1 - ab).sqrt() * (x - ab.sqrt() * self.mu) / (ab * self.s**2 + 1 - ab)
         x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
         out = {"eps": eps, "x0": x0, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}
         return out[self.prediction].to(x_t.dtype)
+
+
+class ProcessOracle(torch.nn.Module):
+    """The exact network of a continuous process (flow, EDM) for data x0 ~ N(mu, s^2).
+
+    It is called as the process calls its network, with (c_in x, c_noise); it recovers the
+    time from c_noise, the optimal x0 = mu + alpha s^2 (x - alpha mu) / (alpha^2 s^2 + sigma^2),
+    and returns F = (x0 - c_skip x) / c_out.
+    """
+
+    def __init__(self, process, mu: float, s: float) -> None:
+        super().__init__()
+        self.process, self.mu, self.s, self.prediction = process, mu, s, "eps"
+        self.in_channels, self.image_size = 1, 1
+        # c_noise is increasing in t: invert it on a fine table (exact at the grid's levels)
+        self._times = torch.cat(
+            [process.times, process.time_of_sigma(torch.logspace(-4, 5, 4001, dtype=torch.float64))]
+        ).unique()
+        self._noise = process.coefficients(self._times)[3]
+        order = self._noise.argsort()
+        self._times, self._noise = self._times[order], self._noise[order]
+
+    def _time(self, c_noise: torch.Tensor) -> torch.Tensor:
+        c = c_noise.to(torch.float64)
+        hi = torch.searchsorted(self._noise, c).clamp(1, len(self._noise) - 1)
+        lo = hi - 1
+        w = (c - self._noise[lo]) / (self._noise[hi] - self._noise[lo])
+        return self._times[lo] + w.clamp(0, 1) * (self._times[hi] - self._times[lo])
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        p = self.process
+        t = self._time(c_noise)
+        c_in, c_skip, c_out, _ = (c.reshape(-1, 1, 1, 1) for c in p.coefficients(t))
+        a, sg = p.alpha(t).reshape(-1, 1, 1, 1), p.sigma(t).reshape(-1, 1, 1, 1)
+        x = x_in.to(torch.float64) / c_in
+        x0 = self.mu + a * self.s**2 * (x - a * self.mu) / (a**2 * self.s**2 + sg**2)
+        return ((x0 - c_skip * x) / c_out).to(x_in.dtype)
 
 
 @pytest.fixture(scope="session")

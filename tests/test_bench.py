@@ -46,8 +46,16 @@ def test_every_pipeline_and_variant_runs_the_loops_own_step(make_bench_cfg, monk
     monkeypatch.setattr(ddpm.bench, "make_train_step", counting)
     cfg = make_bench_cfg("bench.variants=[fp32,bf16,graphed]")
     result = ddpm.bench.bench(cfg)
-    # one step per variant that can run on a CPU, then the reference and ours
-    assert built == [("fp32", False), ("bf16", False), ("fp32", False), ("fp32", False)]
+    # one step per variant that can run on a CPU, one per process, then the reference and ours
+    assert built == [("fp32", False), ("bf16", False)] + [("fp32", False)] * 3 + [
+        ("fp32", False),
+        ("fp32", False),
+    ]
+    assert [r["process"] for r in result["processes"]] == ["ddpm", "flow", "edm"]
+    assert result["processes"][0]["vs_first"] == 1.0
+    for row in result["processes"]:
+        ddpm_rate = result["processes"][0]["images_per_s"]
+        assert row["vs_first"] == pytest.approx(row["images_per_s"] / ddpm_rate)
     fp32, bf16, graphed = result["variants"]
     flops = flops_per_image(UNet(channels=[16, 32]), (1, 28, 28))["forward_backward"]
     for row in (fp32, bf16):
@@ -65,6 +73,13 @@ def test_an_unknown_variant_is_one_line(make_bench_cfg):
 
     with pytest.raises(UserError, match=r"^bench.variants=\['fp8'\]: a list of fp32, bf16"):
         variant_table(make_bench_cfg("bench.variants=[fp8]"), torch.device("cpu"), iter, 1)
+
+
+def test_an_unknown_process_in_the_table_is_one_line(make_bench_cfg):
+    from ddpm.bench import process_table
+
+    with pytest.raises(UserError, match=r"^bench.processes=\['vp'\]: a list of ddpm, edm, flow$"):
+        process_table(make_bench_cfg("bench.processes=[vp]"), torch.device("cpu"), iter)
 
 
 def test_another_dataset_is_one_line(make_bench_cfg):

@@ -122,7 +122,10 @@ def test_every_preset_and_option_is_valid(make_cfg):
     ("argv", "message"),
     [
         (["model=huge"], f"model='huge': unknown model; allowed: {MODELS}"),
-        (["-m", "sampler=ddim,plms"], "sampler='plms': unknown sampler; allowed: ddim, ddpm"),
+        (
+            ["-m", "sampler=ddim,plms"],
+            "sampler='plms': unknown sampler; allowed: adaptive, ddim, ddpm",
+        ),
         (["trainer.bs=1"], "Could not override 'trainer.bs'. To append to your config use"),
         (["model.channels=[1,2"], "no viable alternative at input '[1,2'"),
     ],

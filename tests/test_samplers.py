@@ -263,6 +263,9 @@ YAMLS = {
     "dpm_solver_pp_3m": 20,
     "dpm_solver_pp_sde": 50,
     "heun": 20,  # 11 rows: 10 steps of 2 calls, the first from sigma > 80 of 1, and the last row
+    "euler": 50,
+    "midpoint": 20,  # as heun: the first step from sigma > 80 is one call
+    "adaptive": None,  # counted while it solves: nothing solved yet
 }
 
 

@@ -43,6 +43,13 @@ def to_x0(
     if prediction == "x0":
         return output
     a, s = _coefs(schedule, t, x_t.ndim)
+    return x0_from(prediction, output, x_t, a, s)
+
+
+def x0_from(prediction: str, output: Tensor, x_t: Tensor, a: Tensor, s: Tensor) -> Tensor:
+    """The x0 estimate from an output at signal scale ``a`` = sqrt(ab), noise ``s``."""
+    if prediction == "x0":
+        return output
     if prediction == "eps":
         return (x_t - s * output) / a
     if prediction == "v":

@@ -9,12 +9,25 @@ built from the same alpha_bar agree to the last float32 bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from ddpm.errors import is_int, is_number, require
+
+
+class Preconditioner(Protocol):
+    """What a continuous process (:mod:`ddpm.processes`) adds to its sampling grid: the x0
+    estimate of a network at grid rows ``t`` from the VP-scaled state (see
+    :class:`ddpm.processes.base.ContinuousProcess`)."""
+
+    def x0(self, net: Callable[[Tensor, Tensor], Tensor], x_vp: Tensor, t: Tensor) -> Tensor: ...
+
+    def x0_at_sigma(
+        self, net: Callable[[Tensor, Tensor], Tensor], x_vp: Tensor, sigma: Tensor
+    ) -> Tensor: ...
 
 
 class NoiseSchedule:
@@ -24,7 +37,12 @@ class NoiseSchedule:
     Every schedule function below returns one of these, so samplers never see which it was.
     """
 
-    def __init__(self, alpha_bar: Tensor, timesteps: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        alpha_bar: Tensor,
+        timesteps: Sequence[int] | None = None,
+        precond: Preconditioner | None = None,
+    ) -> None:
         ab = alpha_bar.to(torch.float64)
         if ab.ndim != 1 or len(ab) == 0:
             raise ValueError("alpha_bar must be a non-empty 1-D tensor")
@@ -53,6 +71,9 @@ class NoiseSchedule:
         self.snr = f32(ab / (1.0 - ab))
         # DPM-Solver's lambda_t = log(alpha_t / sigma_t), half the log-SNR; +inf where ab = 1.
         self.half_log_snr = f32(0.5 * (ab.log() - (-ab).log1p()))
+        # A continuous process's grid: how the network is called at each row (None = the
+        # discrete DDPM process: the network takes the integer timestep and x_t as it is).
+        self.precond = precond
 
     @classmethod
     def from_betas(cls, betas: Tensor) -> NoiseSchedule:
@@ -70,6 +91,7 @@ class NoiseSchedule:
         return NoiseSchedule(
             self._alpha_bar64[idx.to(self._alpha_bar64.device)].cpu(),
             timesteps=self.timesteps.cpu()[idx].tolist(),
+            precond=self.precond,
         )
 
     def to(self, device: torch.device | str) -> NoiseSchedule:

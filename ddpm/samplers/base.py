@@ -143,10 +143,21 @@ class Sampler:
     def predict_x0(
         self, model: nn.Module, x_t: Tensor, i: int, labels: Tensor | None = None
     ) -> Tensor:
-        t = self.table.timesteps[i].expand(x_t.shape[0]).to(x_t.device)
+        return self.x0_at(model, x_t, self.table, i, labels)
+
+    def x0_at(
+        self, model: nn.Module, x: Tensor, table: NoiseSchedule, i: int, labels: Tensor | None
+    ) -> Tensor:
+        """The (kept-in-range) x0 estimate at row ``i`` of ``table`` (the plan's or the whole
+        schedule's). A continuous process's grid calls the network through its
+        preconditioning; the DDPM schedule passes x and the integer timestep as they are."""
+        t = table.timesteps[i].expand(x.shape[0]).to(x.device)
+        if table.precond is not None:
+            net = lambda x_in, c_noise: self.predict(model, x_in, c_noise, labels)  # noqa: E731
+            return self.handle_x0(table.precond.x0(net, x, t))
         row = torch.full_like(t, i)
-        output = self.predict(model, x_t, t, labels)
-        return self.handle_x0(to_x0(model.prediction, output, x_t, row, self.table))
+        output = self.predict(model, x, t, labels)
+        return self.handle_x0(to_x0(model.prediction, output, x, row, table))
 
     def handle_x0(self, x0: Tensor) -> Tensor:
         """The x0 estimate kept in the data range: Imagen's dynamic thresholding when

@@ -21,7 +21,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ddpm.diffusion.objective import to_x0
 from ddpm.diffusion.plans import SIGMA_MAX
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError
@@ -68,12 +67,7 @@ class HeunSampler(Sampler):
 
     def _x0(self, model: nn.Module, x: Tensor, pos: int, labels: Tensor | None) -> Tensor:
         """The x0 estimate at row ``pos`` of the full schedule (churn leaves the plan)."""
-        sch = self.schedule
-        t = sch.timesteps[pos].expand(x.shape[0]).to(x.device)
-        row = torch.full_like(t, pos)
-        return self.handle_x0(
-            to_x0(model.prediction, self.predict(model, x, t, labels), x, row, sch)
-        )
+        return self.x0_at(model, x, self.schedule, pos, labels)
 
     def _position(self, i: int) -> int:
         """Row ``i`` of the plan as a row of the full schedule."""

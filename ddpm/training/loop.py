@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ddpm import distributed
 from ddpm.data import ImageDataset, batch_stream
-from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.processes import Process
 from ddpm.training.outputs import RunOutputs
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState
@@ -60,7 +60,7 @@ def stop_requests() -> Iterator[list[int]]:
 def train(
     settings: TrainerSettings,
     state: TrainState,
-    schedule: NoiseSchedule,
+    process: Process,
     data: ImageDataset,
     out: RunOutputs,
     device: torch.device,
@@ -72,7 +72,7 @@ def train(
     on, so the continuation is the run it interrupted. Under torchrun each rank computes its
     part of every (global) batch.
     """
-    step_fn = make_train_step(state, schedule, settings, device, ranks)
+    step_fn = make_train_step(state, process, settings, device, ranks)
     images = data.images.to(device)
     labels = data.labels.to(device) if state.model.num_classes is not None else None
     total = settings.total_steps(len(images))

@@ -13,8 +13,7 @@ from torch import Tensor, nn
 
 from ddpm import distributed
 from ddpm.devices import precision_context
-from ddpm.diffusion.objective import diffusion_loss
-from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.processes import Process
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState
 
@@ -23,7 +22,7 @@ Step = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]]
 
 def make_train_step(
     state: TrainState,
-    schedule: NoiseSchedule,
+    process: Process,
     settings: TrainerSettings,
     device: torch.device,
     ranks: distributed.Ranks = distributed.SINGLE,
@@ -48,9 +47,8 @@ def make_train_step(
         x0 = x0.contiguous(memory_format=layout)
         part = ranks.part(len(x0))  # the whole batch for one process
         with autocast():
-            loss = diffusion_loss(
+            loss = process.loss(
                 forward,
-                schedule,
                 x0,
                 settings.loss_weighting,
                 labels,

@@ -1,0 +1,174 @@
+"""The interface every noise process shares, and the continuous processes' common part.
+
+Every Gaussian process x_t = alpha(t) x0 + sigma(t) eps is, divided by
+sqrt(alpha^2 + sigma^2), a variance-preserving (VP) process with alpha_bar = alpha^2 /
+(alpha^2 + sigma^2): the same half log-SNR lambda = log(alpha/sigma), the same x0. So a process
+shows the samplers a :class:`~ddpm.diffusion.schedule.NoiseSchedule` of its noise levels
+(``grid``), and every sampler, plan and denoiser written for the VP table runs on it unchanged:
+the sampler's state is the VP-scaled x, and the process's preconditioning (EDM's notation,
+Karras et al. 2022) turns it into a network call and an x0 estimate:
+
+    x = scale * x_vp,   F = net(c_in * x, c_noise),   x0_hat = c_skip * x + c_out * F.
+
+The network regresses F on (x0 - c_skip x) / c_out, which for flow matching is the velocity
+eps - x0 and for EDM the paper's preconditioned target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ddpm.diffusion.objective import LOSS_WEIGHTINGS, drop_labels
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.errors import is_int, require
+
+Net = Callable[[Tensor, Tensor], Tensor]  # (network input, noise-level input) -> output
+MIN_SNR_GAMMA = 5.0  # Hang et al. 2023's gamma, as for the DDPM process
+
+
+class Process:
+    """A forward noising process: how training noises data, and the table samplers read."""
+
+    name: str
+    grid: NoiseSchedule  # the process's noise levels as a VP table, noisiest last
+
+    def loss(
+        self,
+        model: nn.Module,
+        x0: Tensor,
+        weighting: str = "none",
+        labels: Tensor | None = None,
+        label_dropout: float = 0.0,
+        part: slice = slice(None),
+    ) -> Tensor:
+        """The training loss on a batch (``part``: this rank's images; see
+        :func:`ddpm.diffusion.objective.diffusion_loss`)."""
+        raise NotImplementedError
+
+    def check_model(self, model: nn.Module) -> None:
+        """Refuses a network this process cannot train (one line)."""
+
+    def to(self, device: torch.device | str) -> Process:
+        self.grid.to(device)
+        return self
+
+
+class ContinuousProcess(Process):
+    """A process in continuous time t in (0, 1]: subclasses give alpha, sigma, the
+    preconditioning and the training draw of t; this class gives the loss, the grid and the
+    x0 estimates.
+
+    The grid: ``levels`` times, increasing, that samplers plan over (plans pick rows of it, as
+    they pick timesteps of a DDPM schedule).
+    """
+
+    def __init__(self, levels: int) -> None:
+        require(is_int(levels, 2), "process.levels", levels, "an integer >= 2")
+        times = self.grid_times(levels).to(torch.float64)
+        self.times = times
+        a, s = self.alpha(times), self.sigma(times)
+        self.grid = NoiseSchedule(a**2 / (a**2 + s**2), precond=self)
+
+    # --- what a process defines (t: float64 or float32 tensors of times) ------------------
+    def alpha(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sigma(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def draw(self, size: int, device: torch.device) -> Tensor:
+        """Training times for a batch, from the global RNG."""
+        raise NotImplementedError
+
+    def grid_times(self, levels: int) -> Tensor:
+        """The ``levels`` increasing times samplers plan over."""
+        raise NotImplementedError
+
+    def time_of_sigma(self, sigma_vp: Tensor) -> Tensor:
+        """The time whose sigma/alpha is ``sigma_vp`` (the adaptive ODE solver's inverse)."""
+        raise NotImplementedError
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """c_in, c_skip, c_out and c_noise at times ``t``."""
+        raise NotImplementedError
+
+    def target(self, x0: Tensor, noise: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """What F regresses on: (x0 - c_skip x) / c_out (subclasses may say it more exactly)."""
+        _, c_skip, c_out, _ = (_shaped(c, x.ndim) for c in self.coefficients(t))
+        return (x0 - c_skip * x) / c_out
+
+    # --- shared ---------------------------------------------------------------------------
+    def noised(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = alpha(t) x0 + sigma(t) eps (one time per image)."""
+        return _shaped(self.alpha(t), x0.ndim) * x0 + _shaped(self.sigma(t), x0.ndim) * noise
+
+    def loss(
+        self,
+        model: nn.Module,
+        x0: Tensor,
+        weighting: str = "none",
+        labels: Tensor | None = None,
+        label_dropout: float = 0.0,
+        part: slice = slice(None),
+    ) -> Tensor:
+        """Mean squared error of F, weighted per image (``none``: 1, which is flow matching's
+        loss and EDM's lambda(sigma) = 1/c_out^2 weighting of the x0 error; ``min_snr``:
+        min(SNR, 5) in x0 units). Draws times, noise and label dropout for the whole batch
+        first, in that order, so the split over ranks cannot change them."""
+        size = x0.shape[0]
+        t = self.draw(size, x0.device)
+        noise = torch.randn_like(x0)
+        if labels is not None:
+            labels = drop_labels(labels, label_dropout, model.null_label)[part]
+        x0, t, noise = x0[part], t[part], noise[part]
+        x = self.noised(x0, t, noise)
+        c_in, _, c_out, c_noise = self.coefficients(t)
+        net_in = _shaped(c_in, x.ndim) * x
+        output = model(net_in, c_noise) if labels is None else model(net_in, c_noise, labels)
+        goal = self.target(x0, noise, x, t)
+        per_sample = (output - goal).pow(2).flatten(1).mean(1)
+        return (self.weight(t, c_out, weighting) * per_sample).sum() / size
+
+    def weight(self, t: Tensor, c_out: Tensor, weighting: str) -> Tensor:
+        """Per-image loss weights on F's error (an x0 error is c_out times it)."""
+        if weighting == "none":
+            return torch.ones_like(t)
+        if weighting != "min_snr":
+            raise ValueError(f"weighting={weighting!r}: one of {', '.join(LOSS_WEIGHTINGS)}")
+        snr = (self.alpha(t) / self.sigma(t)) ** 2
+        return snr.clamp(max=MIN_SNR_GAMMA) * c_out**2
+
+    def check_model(self, model: nn.Module) -> None:
+        prediction = getattr(model, "prediction", "eps")
+        require(
+            prediction == "eps",
+            "model.prediction",
+            prediction,
+            f"eps (the default): it chooses the target of process=ddpm only; process={self.name}"
+            " fixes what its network predicts",
+        )
+
+    def x0(self, net: Net, x_vp: Tensor, t: Tensor) -> Tensor:
+        """The x0 estimate at grid rows ``t`` (indices into :attr:`grid`)."""
+        return self._denoise(net, x_vp, self.times.to(t.device)[t])
+
+    def x0_at_sigma(self, net: Net, x_vp: Tensor, sigma: Tensor) -> Tensor:
+        """The x0 estimate where sigma/alpha = ``sigma`` (any level, not only the grid's)."""
+        return self._denoise(net, x_vp, self.time_of_sigma(sigma.to(torch.float64)))
+
+    def _denoise(self, net: Net, x_vp: Tensor, t: Tensor) -> Tensor:
+        t = t.to(torch.float64)
+        scale = (self.alpha(t) ** 2 + self.sigma(t) ** 2).sqrt()
+        c_in, c_skip, c_out, c_noise = self.coefficients(t)
+        dtype, nd = x_vp.dtype, x_vp.ndim
+        x = _shaped(scale.to(dtype), nd) * x_vp
+        output = net(_shaped(c_in.to(dtype), nd) * x, c_noise.to(torch.float32))
+        return _shaped(c_skip.to(dtype), nd) * x + _shaped(c_out.to(dtype), nd) * output
+
+
+def _shaped(values: Tensor, ndim: int) -> Tensor:
+    """Per-image values shaped to broadcast against a batch with ``ndim`` dimensions."""
+    return values.reshape(-1, *([1] * (ndim - 1)))
