@@ -28,7 +28,7 @@ from ddpm.cli import hydra_command
 from ddpm.config import CONF_DIR, Parts, build_parts
 from ddpm.data import batch_stream
 from ddpm.devices import pick_device
-from ddpm.errors import plain, require
+from ddpm.errors import UserError, plain, require
 from ddpm.models.flops import flops_per_image
 from ddpm.samplers import AncestralSampler
 from ddpm.sampling import generate
@@ -154,7 +154,8 @@ def process_table(
 ) -> list[dict[str, object]]:
     """The loop's step (the configured settings) under each ``bench.processes`` entry, rounds
     interleaved (ddpm, flow, edm, ddpm, ...) so load from other processes hits each alike;
-    ``vs_first``: images/s relative to the first entry."""
+    ``vs_first``: images/s relative to the first that runs. The configured process keeps its
+    overrides; a process that refuses the configured model gets its reason instead."""
     b = cfg.bench
     names = plain(b.processes)
     options = sorted(p.stem for p in (CONF_DIR / "process").glob("*.yaml"))
@@ -164,22 +165,30 @@ def process_table(
         names,
         f"a list of {', '.join(options)}",
     )
-    steps = {}
+    steps, skipped = {}, {}
     for name in names:
-        variant = cfg.copy()
-        variant.process = OmegaConf.load(CONF_DIR / "process" / f"{name}.yaml")
-        parts = build_parts(variant, device)
+        variant, preset = cfg.copy(), OmegaConf.load(CONF_DIR / "process" / f"{name}.yaml")
+        if variant.process._target_ != preset._target_:  # the configured one keeps its keys
+            variant.process = preset
+        try:  # e.g. model.prediction=v, which only process=ddpm trains
+            parts = build_parts(variant, device)
+        except UserError as err:
+            skipped[name] = str(err)
+            continue
         steps[name] = make_step(parts, batches(), parts.settings, device)
-    rates: dict[str, list[float]] = {name: [] for name in names}
+    rates: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(b.rounds):
-        for name in names:
+        for name in steps:
             rates[name].append(train_rate(steps[name], b.warmup, b.train_steps))
+    mean = {name: sum(r) / len(r) for name, r in rates.items()}
+    first = next(iter(mean.values()), float("nan"))
     rows: list[dict[str, object]] = []
     for name in names:
-        mean = sum(rates[name]) / len(rates[name])
-        first = sum(rates[names[0]]) / len(rates[names[0]])
-        rows.append({"process": name, "images_per_s": mean, "vs_first": mean / first})
-        log.info("process %s: %.1f img/s (%.3fx)", name, mean, mean / first)
+        if name in skipped:
+            rows.append({"process": name, "skipped": skipped[name]})
+            continue
+        rows.append({"process": name, "images_per_s": mean[name], "vs_first": mean[name] / first})
+        log.info("process %s: %.1f img/s (%.3fx)", name, mean[name], mean[name] / first)
     return rows
 
 
@@ -289,7 +298,10 @@ def main(cfg: DictConfig) -> None:
         print("\n| process | img/s | vs " + result["processes"][0]["process"] + " |")
         print("|---|---|---|")
         for row in result["processes"]:
-            print(f"| {row['process']} | {row['images_per_s']:.1f} | {row['vs_first']:.3f} |")
+            if "skipped" in row:
+                print(f"| {row['process']} | - | {row['skipped']} |")
+            else:
+                print(f"| {row['process']} | {row['images_per_s']:.1f} | {row['vs_first']:.3f} |")
     if cfg.out_dir:
         out = Path(cfg.out_dir).expanduser()
         out.mkdir(parents=True, exist_ok=True)

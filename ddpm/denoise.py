@@ -68,15 +68,27 @@ def denoise(
     Returns the denoised batch and the timestep it started from.
     """
     t = matched_timestep(sampler.schedule, sigma)
-    plan = sampler.starting_at(t)
-    x_t = noisy * sampler.schedule.sqrt_alpha_bar[t].to(noisy.device)
+    return denoise_from(model, sampler.starting_at(t), noisy, t, generator), t
+
+
+@torch.no_grad()
+def denoise_from(
+    model: nn.Module,
+    plan: Sampler,
+    noisy: Tensor,
+    t: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``noisy`` scaled to x_t at timestep ``t``, then ``plan`` (a sampler's
+    ``starting_at(t)``) down to the image."""
+    x_t = noisy * plan.schedule.sqrt_alpha_bar[t].to(noisy.device)
     was_training = model.training
     model.eval()
     try:
         out, _ = plan.sample(model, noisy.shape, device=noisy.device, generator=generator, x_T=x_t)
     finally:
         model.train(was_training)
-    return out, t
+    return out
 
 
 def psnr(images: Tensor, clean: Tensor) -> Tensor:
@@ -216,18 +228,21 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
         if sigma > top:
             log.warning("noise std %g is beyond the schedule's noisiest step (%.3f)", sigma, top)
         noisy = clean + sigma * unit
-        parts, t = [], 0
-        for b in range(0, count, cfg.batch_size):
-            part, t = denoise(model, sampler, noisy[b : b + cfg.batch_size], sigma, generator)
-            parts.append(part)
-        denoised = torch.cat(parts)
+        t = matched_timestep(schedule, sigma)
+        plan = sampler.starting_at(t)
+        denoised = torch.cat(
+            [
+                denoise_from(model, plan, noisy[b : b + cfg.batch_size], t, generator)
+                for b in range(0, count, cfg.batch_size)
+            ]
+        )
         blur_sigma, blurred = best_blur(noisy, clean, [float(v) for v in cfg.blur_sigmas])
         row = {
             "noise_std": sigma,
             "t": t,
             "noise_level_t": float(noise_levels(schedule)[t]),
-            "steps": len(sampler.starting_at(t).timesteps),
-            "nfe": sampler.starting_at(t).nfe,
+            "steps": len(plan.timesteps),
+            "nfe": plan.nfe,  # network calls per image (the adaptive solver: as counted)
             "psnr_noisy": psnr(noisy, clean).mean().item(),
             "psnr_denoised": psnr(denoised, clean).mean().item(),
             "psnr_blur": psnr(blurred, clean).mean().item(),

@@ -90,3 +90,16 @@ def test_another_dataset_is_one_line(make_bench_cfg):
     assert str(err.value) == (
         "dataset='Cifar10': mnist only: the reference side is the seed's MNIST DataLoader pipeline"
     )
+
+
+def test_a_process_that_refuses_the_model_is_skipped_with_its_reason(make_bench_cfg):
+    from ddpm.bench import process_table
+
+    def batches():
+        return iter(lambda: torch.rand(4, 1, 28, 28) * 2 - 1, None)
+
+    rows = process_table(make_bench_cfg("model.prediction=v"), torch.device("cpu"), batches)
+    ddpm, flow, edm = rows
+    assert ddpm["process"] == "ddpm" and ddpm["vs_first"] == 1.0 and ddpm["images_per_s"] > 0
+    for row in (flow, edm):
+        assert row["skipped"].startswith("model.prediction='v': eps (the default)")

@@ -442,3 +442,17 @@ def test_every_formulation_preset_builds_its_process_on_the_same_network(make_cf
         assert cfg.model._target_.endswith("ResUNet") and cfg.model.channels == [16, 32, 64]
     uniform = build_parts(make_cfg("+formulation=flow_uniform")).process
     assert uniform.time_sampling == "uniform"
+
+
+def test_a_plan_started_partway_counts_its_own_network_calls():
+    proc = FlowProcess()
+    net = oracle(proc)
+    sampler = AdaptiveODESampler(proc.grid)
+    sampler.sample(net, (16, 1, 1, 1))
+    plan = sampler.starting_at(300)
+    assert plan.nfe is None and sampler.nfe is not None  # not the whole sampler's count
+    x = MU + S * torch.randn(16, 1, 1, 1)
+    from ddpm.denoise import denoise_from
+
+    denoise_from(net, plan, x, 300)
+    assert plan.nfe < sampler.nfe  # a shorter solve from t=300 down

@@ -68,7 +68,8 @@ class ContinuousProcess(Process):
     def __init__(self, levels: int) -> None:
         require(is_int(levels, 2), "process.levels", levels, "an integer >= 2")
         times = self.grid_times(levels).to(torch.float64)
-        self.times = times
+        self.times = times  # float64, on the CPU
+        self._rows: dict[torch.device, Tensor] = {}  # the samplers' tables, per device
         a, s = self.alpha(times), self.sigma(times)
         self.grid = NoiseSchedule(a**2 / (a**2 + s**2), precond=self)
 
@@ -153,20 +154,30 @@ class ContinuousProcess(Process):
 
     def x0(self, net: Net, x_vp: Tensor, t: Tensor) -> Tensor:
         """The x0 estimate at grid rows ``t`` (indices into :attr:`grid`)."""
-        return self._denoise(net, x_vp, self.times.to(t.device)[t])
+        rows = self._rows.get(x_vp.device)
+        if rows is None:  # float64 on the CPU, then float32 tables on the device, once
+            rows = torch.stack(self._calling(self.times)).to(x_vp.device, torch.float32)
+            self._rows[x_vp.device] = rows
+        return self._denoise(net, x_vp, rows[:, t.to(x_vp.device)])
 
     def x0_at_sigma(self, net: Net, x_vp: Tensor, sigma: Tensor) -> Tensor:
-        """The x0 estimate where sigma/alpha = ``sigma`` (any level, not only the grid's)."""
-        return self._denoise(net, x_vp, self.time_of_sigma(sigma.to(torch.float64)))
+        """The x0 estimate where sigma/alpha = ``sigma`` (CPU values; any level, not only
+        the grid's)."""
+        t = self.time_of_sigma(sigma.cpu().to(torch.float64))
+        rows = torch.stack(self._calling(t)).to(x_vp.device, torch.float32)
+        return self._denoise(net, x_vp, rows)
 
-    def _denoise(self, net: Net, x_vp: Tensor, t: Tensor) -> Tensor:
-        t = t.to(torch.float64)
+    def _calling(self, t: Tensor) -> tuple[Tensor, ...]:
+        """scale (x = scale x_vp), c_in, c_skip, c_out and c_noise at times ``t``."""
         scale = (self.alpha(t) ** 2 + self.sigma(t) ** 2).sqrt()
-        c_in, c_skip, c_out, c_noise = self.coefficients(t)
-        dtype, nd = x_vp.dtype, x_vp.ndim
-        x = _shaped(scale.to(dtype), nd) * x_vp
-        output = net(_shaped(c_in.to(dtype), nd) * x, c_noise.to(torch.float32))
-        return _shaped(c_skip.to(dtype), nd) * x + _shaped(c_out.to(dtype), nd) * output
+        return (scale, *self.coefficients(t))
+
+    @staticmethod
+    def _denoise(net: Net, x_vp: Tensor, rows: Tensor) -> Tensor:
+        nd = x_vp.ndim
+        scale, c_in, c_skip, c_out = (_shaped(r.to(x_vp.dtype), nd) for r in rows[:4])
+        x = scale * x_vp
+        return c_skip * x + c_out * net(c_in * x, rows[4])
 
 
 def _shaped(values: Tensor, ndim: int) -> Tensor:

@@ -11,6 +11,8 @@ embedding takes any real t). Each solve counts its network calls: :attr:`nfe`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -49,25 +51,30 @@ class AdaptiveODESampler(Sampler):
     def nfe(self) -> float | None:  # type: ignore[override]
         return sum(self._calls) / len(self._calls) if self._calls else None
 
+    def starting_at(self, t: int) -> AdaptiveODESampler:
+        other = super().starting_at(t)
+        assert isinstance(other, AdaptiveODESampler)
+        other._calls = []  # its own count, not this sampler's
+        return other
+
     def _sigma(self, i: int) -> float:
         tab = self.table
-        return float(tab.sqrt_one_minus_alpha_bar[i].double() / tab.sqrt_alpha_bar[i].double())
+        return float(tab.sqrt_one_minus_alpha_bar[i].cpu().double() / tab.sqrt_alpha_bar[i].cpu())
 
     def x0_at_sigma(
         self, model: nn.Module, x_vp: Tensor, sigma: Tensor, labels: Tensor | None
     ) -> Tensor:
         """The x0 estimate at the level sigma/alpha = ``sigma`` (a 0-d tensor)."""
         sch = self.schedule
+        sigma = sigma.cpu().to(torch.float64)  # float64 stays on the CPU (MPS has none)
         if sch.precond is not None:
             net = lambda x_in, c_noise: self.predict(model, x_in, c_noise, labels)  # noqa: E731
-            sig = sigma.to(torch.float64).expand(x_vp.shape[0])
-            return self.handle_x0(sch.precond.x0_at_sigma(net, x_vp, sig))
-        log_sigma = -sch.half_log_snr.to(torch.float64)  # increasing in t
-        t = _interp(sigma.to(torch.float64).log(), log_sigma).expand(x_vp.shape[0])
-        a = (1.0 + sigma.to(torch.float64) ** 2).rsqrt()
-        s = sigma.to(torch.float64) * a
-        out = self.predict(model, x_vp, t.to(torch.float32), labels)
-        a, s = a.to(x_vp.dtype), s.to(x_vp.dtype)
+            return self.handle_x0(sch.precond.x0_at_sigma(net, x_vp, sigma.expand(len(x_vp))))
+        log_sigma = -sch.half_log_snr.cpu().to(torch.float64)  # increasing in t
+        t = _interp(sigma.log(), log_sigma).to(x_vp.device, torch.float32).expand(len(x_vp))
+        a = (1.0 + sigma**2).rsqrt()
+        a, s = a.to(x_vp.dtype).to(x_vp.device), (sigma * a).to(x_vp.dtype).to(x_vp.device)
+        out = self.predict(model, x_vp, t, labels)
         return self.handle_x0(x0_from(model.prediction, out, x_vp, a, s))
 
     def advance(
@@ -88,14 +95,14 @@ class AdaptiveODESampler(Sampler):
 
         def slope(u: Tensor, y: Tensor) -> Tensor:
             self._solve_calls += 1
-            sigma = u.to(torch.float64).exp()
-            x_vp = y * (1.0 + sigma**2).rsqrt().to(y.dtype)
+            sigma = u.detach().cpu().to(torch.float64).exp()
+            x_vp = y * float((1.0 + sigma**2).rsqrt())
             return y - self.x0_at_sigma(model, x_vp, sigma, labels)
 
-        y0 = x * (1.0 + torch.tensor(top, dtype=torch.float64) ** 2).sqrt().to(x.dtype)
-        span = torch.tensor([top, bottom], dtype=torch.float64).log().to(x.device, x.dtype)
+        y0 = x * math.sqrt(1.0 + top**2)
+        span = torch.tensor([math.log(top), math.log(bottom)], device=x.device, dtype=x.dtype)
         y = odeint(slope, y0, span, rtol=self.rtol, atol=self.atol, method=self.method)[-1]
-        return y * (1.0 + torch.tensor(bottom, dtype=torch.float64) ** 2).rsqrt().to(x.dtype)
+        return y / math.sqrt(1.0 + bottom**2)
 
     def reset(self) -> None:
         self._solve_calls = 0
