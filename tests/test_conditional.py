@@ -130,7 +130,7 @@ def test_conditional_model_separates_two_classes(tmp_path, make_cfg, one_thread)
     sampler = DDIMSampler(schedule, steps=20)
     with Tracker(run_dir=tmp_path, run_config={}) as tracker:
         out = RunOutputs(tmp_path, state, sampler, parts.settings, tracker, cpu, {})
-        train(parts.settings, state, schedule, data, out, cpu)
+        train(parts.settings, state, parts.process, data, out, cpu)
 
     asked = torch.tensor([0, 1]).repeat(50)
     accuracy = {}

@@ -141,10 +141,10 @@ class RunOutputs:
         """The last grid, one image's reverse process, and the loss curve."""
         steps = viz.progress_steps(len(self.sampler.schedule))
         log.info(
-            "final grid: %d images with %s (%d network calls each)",
+            "final grid: %d images with %s (%s network calls each)",
             self.settings.num_samples,
             type(self.sampler).__name__,
-            len(self.sampler.timesteps),
+            "adaptive" if self.sampler.nfe is None else f"{self.sampler.nfe:g}",
         )
         strip = viz.save_progress(
             self.grid(record=steps), self.run_dir / "samples" / "progress.png"
