@@ -69,6 +69,19 @@ class HeunSampler(Sampler):
         """The x0 estimate at row ``pos`` of the full schedule (churn leaves the plan)."""
         return self.x0_at(model, x, self.schedule, pos, labels)
 
+    def _eps(self, model: nn.Module, x: Tensor, pos: int, labels: Tensor | None) -> Tensor:
+        """The noise estimate at row ``pos`` of the full schedule: the ODE's slope there."""
+        sch = self.schedule
+        a, s = sch.sqrt_alpha_bar[pos], sch.sqrt_one_minus_alpha_bar[pos]
+        return (x - a * self._x0(model, x, pos, labels)) / s
+
+    def _ode_step(self, x: Tensor, pos: int, nxt: int, eps: Tensor) -> Tensor:
+        """x moved from row ``pos`` to row ``nxt`` of the full schedule along slope ``eps``:
+        y = x/a moves by (sigma_nxt - sigma_pos) eps, sigma = s/a (DDIM's step)."""
+        a, s = self.schedule.sqrt_alpha_bar, self.schedule.sqrt_one_minus_alpha_bar
+        dsigma = s[nxt] / a[nxt] - s[pos] / a[pos]
+        return (a[nxt] / a[pos]) * x + a[nxt] * dsigma * eps
+
     def _position(self, i: int) -> int:
         """Row ``i`` of the plan as a row of the full schedule."""
         return int(torch.searchsorted(self.schedule.timesteps.cpu(), self.table.timesteps[i].cpu()))
@@ -102,12 +115,9 @@ class HeunSampler(Sampler):
             x = (a[hat] / a[pos]) * x + a[hat] * extra.clamp(min=0).sqrt() * noise
             pos = hat
         nxt = self._position(i - 1)
-        a_h, s_h, a_n, s_n = a[pos], s[pos], a[nxt], s[nxt]
-        dsigma = s_n / a_n - s_h / a_h
-        eps = (x - a_h * self._x0(model, x, pos, labels)) / s_h
-        base = (a_n / a_h) * x
-        x_euler = base + a_n * dsigma * eps
+        eps = self._eps(model, x, pos, labels)
+        x_euler = self._ode_step(x, pos, nxt, eps)
         if self._euler_only(i):
             return x_euler
-        eps_euler = (x_euler - a_n * self._x0(model, x_euler, nxt, labels)) / s_n
-        return base + a_n * dsigma * 0.5 * (eps + eps_euler)
+        eps_euler = self._eps(model, x_euler, nxt, labels)
+        return self._ode_step(x, pos, nxt, 0.5 * (eps + eps_euler))

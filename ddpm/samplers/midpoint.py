@@ -57,14 +57,11 @@ class MidpointSampler(HeunSampler):
         labels: Tensor | None,
         generator: torch.Generator | None,
     ) -> Tensor:
-        sch = self.schedule
         pos = self._position(i)
         if i == 0:
             return self._x0(model, x, pos, labels)
-        a, s = sch.sqrt_alpha_bar, sch.sqrt_one_minus_alpha_bar
         nxt, mid = self._position(i - 1), self._middle(i)
-        eps = (x - a[pos] * self._x0(model, x, pos, labels)) / s[pos]
+        eps = self._eps(model, x, pos, labels)
         if mid is not None:  # the half step, then the slope there
-            x_mid = (a[mid] / a[pos]) * x + a[mid] * (s[mid] / a[mid] - s[pos] / a[pos]) * eps
-            eps = (x_mid - a[mid] * self._x0(model, x_mid, mid, labels)) / s[mid]
-        return (a[nxt] / a[pos]) * x + a[nxt] * (s[nxt] / a[nxt] - s[pos] / a[pos]) * eps
+            eps = self._eps(model, self._ode_step(x, pos, mid, eps), mid, labels)
+        return self._ode_step(x, pos, nxt, eps)
