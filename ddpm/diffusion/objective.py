@@ -107,15 +107,35 @@ def diffusion_loss(
     """
     size = x0.shape[0]
     t = torch.randint(0, len(schedule), (size,), device=x0.device)
-    noise = torch.randn_like(x0)
-    if labels is not None:
-        labels = drop_labels(labels, label_dropout, model.null_label)[part]
-    x0, t, noise = x0[part], t[part], noise[part]
+    x0, t, noise, labels = rank_part(model, x0, t, labels, label_dropout, part)
     x_t = schedule.q_sample(x0, t, noise)
     output = model(x_t, t) if labels is None else model(x_t, t, labels)
     goal = target(model.prediction, x0, noise, t, schedule)
     if weighting == "none" and part == slice(None):
         return F.mse_loss(output, goal)
-    per_sample = (output - goal).pow(2).flatten(1).mean(1)
     weights = loss_weight(model.prediction, weighting, t, schedule)
+    return weighted_mse(output, goal, weights, size)
+
+
+def rank_part(
+    model: nn.Module,
+    x0: Tensor,
+    levels: Tensor,
+    labels: Tensor | None,
+    label_dropout: float,
+    part: slice,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Noise and label dropout drawn for the whole batch (after its noise levels, by the
+    caller), then this rank's ``part`` of images, levels, noise and labels: every loss draws
+    in this order, so the split over ranks cannot change a draw."""
+    noise = torch.randn_like(x0)
+    if labels is not None:
+        labels = drop_labels(labels, label_dropout, model.null_label)[part]
+    return x0[part], levels[part], noise[part], labels
+
+
+def weighted_mse(output: Tensor, goal: Tensor, weights: Tensor, size: int) -> Tensor:
+    """Each image's mean squared error times its weight, summed over this rank's part and
+    divided by the whole batch's ``size`` (so the ranks' parts add up to the batch mean)."""
+    per_sample = (output - goal).pow(2).flatten(1).mean(1)
     return (weights * per_sample).sum() / size

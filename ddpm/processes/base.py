@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ddpm.diffusion.objective import LOSS_WEIGHTINGS, drop_labels
+from ddpm.diffusion.objective import LOSS_WEIGHTINGS, rank_part, weighted_mse
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_int, require
 
@@ -121,17 +121,13 @@ class ContinuousProcess(Process):
         first, in that order, so the split over ranks cannot change them."""
         size = x0.shape[0]
         t = self.draw(size, x0.device)
-        noise = torch.randn_like(x0)
-        if labels is not None:
-            labels = drop_labels(labels, label_dropout, model.null_label)[part]
-        x0, t, noise = x0[part], t[part], noise[part]
+        x0, t, noise, labels = rank_part(model, x0, t, labels, label_dropout, part)
         x = self.noised(x0, t, noise)
         c_in, _, c_out, c_noise = self.coefficients(t)
         net_in = _shaped(c_in, x.ndim) * x
         output = model(net_in, c_noise) if labels is None else model(net_in, c_noise, labels)
         goal = self.target(x0, noise, x, t)
-        per_sample = (output - goal).pow(2).flatten(1).mean(1)
-        return (self.weight(t, c_out, weighting) * per_sample).sum() / size
+        return weighted_mse(output, goal, self.weight(t, c_out, weighting), size)
 
     def weight(self, t: Tensor, c_out: Tensor, weighting: str) -> Tensor:
         """Per-image loss weights on F's error (an x0 error is c_out times it)."""

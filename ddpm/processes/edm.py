@@ -58,7 +58,6 @@ class EDMProcess(ContinuousProcess):
             f"a number > process.sigma_min={sigma_min}",
         )
         self.sigma_data, self.p_mean, self.p_std = float(sigma_data), float(p_mean), float(p_std)
-        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self._log_min, self._log_max = math.log(sigma_min), math.log(sigma_max)
         super().__init__(levels)
 
