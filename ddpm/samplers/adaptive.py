@@ -58,8 +58,8 @@ class AdaptiveODESampler(Sampler):
         return other
 
     def _sigma(self, i: int) -> float:
-        tab = self.table
-        return float(tab.sqrt_one_minus_alpha_bar[i].cpu().double() / tab.sqrt_alpha_bar[i].cpu())
+        """sigma/alpha at plan row ``i``, from the table's SNR."""
+        return float(self.table.snr[i].cpu().double().rsqrt())
 
     def x0_at_sigma(
         self, model: nn.Module, x_vp: Tensor, sigma: Tensor, labels: Tensor | None
