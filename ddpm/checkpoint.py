@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddpm.errors import UserError
+from ddpm.errors import UserError, require
 
 
 def _umask() -> int:
@@ -115,8 +115,7 @@ def resume_path(resume: str | None, run_dir: Path) -> Path | None:
         last = run_dir / "checkpoints" / "last.pt"
         return last if last.is_file() else None
     path = Path(str(resume)).expanduser()
-    if not path.is_file():
-        raise UserError(f"trainer.resume={str(resume)!r}: no such checkpoint file")
+    require(path.is_file(), "trainer.resume", str(resume), "no such checkpoint file")
     return path
 
 

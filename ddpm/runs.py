@@ -19,7 +19,7 @@ from ddpm import checkpoint as ckpt
 from ddpm.config import build, build_process
 from ddpm.devices import pick_device
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError, require
+from ddpm.errors import UserError, fail, require
 from ddpm.samplers.base import Sampler
 
 
@@ -27,20 +27,19 @@ def checkpoint_path(run_dir: str | Path | None, checkpoint: str | Path | None = 
     """``checkpoint`` when given, else ``<run_dir>/checkpoints/last.pt``; UserError if absent."""
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise UserError(f"checkpoint={str(path)!r}: no such file")
+        require(path.is_file(), "checkpoint", str(path), "no such file")
         return path
     if run_dir is None:
         raise UserError("run_dir: required, the folder of a training run (run_dir=outputs/...)")
     run = Path(run_dir).expanduser()
-    if not run.is_dir():
-        raise UserError(f"run_dir={str(run)!r}: no such directory")
+    require(run.is_dir(), "run_dir", str(run), "no such directory")
     path = run / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise UserError(
-            f"run_dir={str(run)!r}: no checkpoints/last.pt in it "
-            "(is it a finished run? or pass checkpoint=<file>)"
-        )
+    require(
+        path.is_file(),
+        "run_dir",
+        str(run),
+        "no checkpoints/last.pt in it (is it a finished run? or pass checkpoint=<file>)",
+    )
     return path
 
 
@@ -63,7 +62,7 @@ def _rebuild(
     ``ema``: the EMA weights when the run kept them (else, or when False, the raw ones)."""
     state = ckpt.load(path, map_location=device)
     if not isinstance(state.get("config"), dict) or "model" not in state:
-        raise UserError(f"checkpoint={str(path)!r}: holds no model weights and config")
+        fail("checkpoint", str(path), "holds no model weights and config")
     cfg = OmegaConf.create(state["config"])
     model = instantiate(cfg.model)
     # The EMA weights when the run kept them: they are what its samples were drawn with.

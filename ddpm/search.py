@@ -34,7 +34,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ddpm.cli import hydra_command
 from ddpm.config import check_command_line, one_line, validate
-from ddpm.errors import UserError
+from ddpm.errors import UserError, fail, is_int, is_number, require
 from ddpm.run import objective, run
 from ddpm.training.loop import Interrupted
 from ddpm.training.state import NonFiniteLoss
@@ -77,10 +77,6 @@ class Range:
         return kind(self.low), kind(self.high)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def parse_space(node: DictConfig, prefix: str = "") -> dict[str, Choice | Range]:
     """``search.space`` flattened to ``{"optimizer.lr": Range(...), "schedule": Choice(...)}``.
 
@@ -96,21 +92,22 @@ def parse_space(node: DictConfig, prefix: str = "") -> dict[str, Choice | Range]
             if not values or not all(
                 v is None or isinstance(v, bool | int | float | str) for v in values
             ):
-                raise UserError(
-                    f"{where}={list(values)}: a non-empty list of null, true/false, "
-                    "numbers or strings"
+                fail(
+                    where, list(values), "a non-empty list of null, true/false, numbers or strings"
                 )
             space[key] = Choice(values)
         elif isinstance(value, DictConfig) and ("low" in value or "high" in value):
             extra = set(value) - {"low", "high", "log", "int"}
             low, high = value.get("low"), value.get("high")
-            if extra or not (_is_number(low) and _is_number(high) and low < high):
-                raise UserError(
-                    f"{where}={OmegaConf.to_container(value)}: "
-                    "{low: <number>, high: <larger number>, log: bool, int: bool}"
-                )
-            if value.get("log", False) and low <= 0:
-                raise UserError(f"{where}.low={low}: > 0 for a log range")
+            require(
+                not extra and is_number(low) and is_number(high) and low < high,
+                where,
+                OmegaConf.to_container(value),
+                "{low: <number>, high: <larger number>, log: bool, int: bool}",
+            )
+            require(
+                not value.get("log", False) or low > 0, f"{where}.low", low, "> 0 for a log range"
+            )
             space[key] = Range(
                 float(low),
                 float(high),
@@ -120,7 +117,7 @@ def parse_space(node: DictConfig, prefix: str = "") -> dict[str, Choice | Range]
         elif isinstance(value, DictConfig) and len(value):
             space.update(parse_space(value, f"{key}."))
         else:
-            raise UserError(f"{where}={value!r}: a list of choices or {{low, high}}")
+            fail(where, value, "a list of choices or {low, high}")
     if not prefix and not space:
         raise UserError("search.space is empty: name at least one key to search")
     return space
@@ -302,8 +299,7 @@ def search(settings: DictConfig, cli: Sequence[str], study_dir: Path) -> dict:
             ", ".join(LOSS_SCALE_KEYS),
         )
     n_trials = settings.n_trials
-    if not (isinstance(n_trials, int) and not isinstance(n_trials, bool) and n_trials >= 1):
-        raise UserError(f"search.n_trials={n_trials!r}: an integer >= 1")
+    require(is_int(n_trials, 1), "search.n_trials", n_trials, "an integer >= 1")
     study = optuna.create_study(
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=settings.seed),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ddpm.errors import UserError, is_int, is_number, plain, require
+from ddpm.errors import fail, is_int, is_number, plain, require
 
 
 @dataclass
@@ -35,10 +35,11 @@ def check_memory(count: int, shape: Sequence[int], max_gib: float, where: str) -
     need = count * math.prod(shape) * 4 / 2**30
     if need > max_gib:
         size = "x".join(map(str, shape))
-        raise UserError(
-            f"dataset.max_gib={max_gib:g}: {where} holds {count} images of {size}, "
-            f"{need:.2f} GiB as float32, more than the bound; raise dataset.max_gib, "
-            "lower dataset.image_size, or use fewer images"
+        fail(
+            "dataset.max_gib",
+            max_gib,
+            f"{where} holds {count} images of {size}, {need:.2f} GiB as float32, more than the "
+            "bound; raise dataset.max_gib, lower dataset.image_size, or use fewer images",
         )
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError
+from ddpm.errors import is_int, require
 
 SPACINGS = ("linspace", "leading", "trailing", "quadratic", "logsnr", "karras")
 KARRAS_RHO = 7.0
@@ -40,18 +40,14 @@ SIGMA_MAX = 80.0
 
 def check_spacing(spacing: object) -> str:
     """``spacing`` itself, or a one-line UserError naming the allowed values."""
-    if spacing not in SPACINGS:
-        raise UserError(f"sampler.spacing={spacing!r}: one of {', '.join(SPACINGS)}")
+    require(spacing in SPACINGS, "sampler.spacing", spacing, f"one of {', '.join(SPACINGS)}")
     return str(spacing)
 
 
 def check_steps(steps: object, timesteps: int) -> int | None:
     """``steps`` itself (None = every timestep), or a one-line UserError."""
-    ok = steps is None or (
-        isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= timesteps
-    )
-    if not ok:
-        raise UserError(f"sampler.steps={steps!r}: null or 1..schedule.timesteps={timesteps}")
+    ok = steps is None or (is_int(steps, 1) and steps <= timesteps)
+    require(ok, "sampler.steps", steps, f"null or 1..schedule.timesteps={timesteps}")
     return steps  # type: ignore[return-value]
 
 

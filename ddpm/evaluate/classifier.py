@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddpm.data import ImageDataset, batch_stream
-from ddpm.errors import UserError
+from ddpm.errors import require
 
 log = logging.getLogger("ddpm")
 
@@ -129,8 +129,7 @@ def train_classifier(
 ) -> Classifier:
     """Adam with a one-cycle learning rate and light augmentation; returns it in eval mode.
     Its input shape and class count are the training data's."""
-    if epochs < 1:
-        raise UserError(f"epochs={epochs}: an integer >= 1")
+    require(epochs >= 1, "epochs", epochs, "an integer >= 1")
     device = torch.device(device)
     torch.manual_seed(seed)
     _, channels, size, _ = train.images.shape
