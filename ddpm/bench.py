@@ -25,12 +25,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.cli import hydra_command
-from ddpm.config import CONF_DIR, Parts, build_parts
+from ddpm.config import CONF_DIR, Parts, build_parts, preset
 from ddpm.data import batch_stream
 from ddpm.devices import pick_device
 from ddpm.errors import UserError, plain, require
 from ddpm.models.flops import flops_per_image
-from ddpm.samplers import AncestralSampler
 from ddpm.sampling import generate
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState
@@ -167,9 +166,9 @@ def process_table(
     )
     steps, skipped = {}, {}
     for name in names:
-        variant, preset = cfg.copy(), OmegaConf.load(CONF_DIR / "process" / f"{name}.yaml")
-        if variant.process._target_ != preset._target_:  # the configured one keeps its keys
-            variant.process = preset
+        variant, node = cfg.copy(), OmegaConf.load(CONF_DIR / "process" / f"{name}.yaml")
+        if variant.process._target_ != node._target_:  # the configured one keeps its keys
+            variant.process = node
         try:  # e.g. model.prediction=v, which only process=ddpm trains
             parts = build_parts(variant, device)
         except UserError as err:
@@ -242,7 +241,7 @@ def bench(cfg: DictConfig) -> dict:
     # Sampling: seconds per digit. The ancestral sampler's cost is one network call per step,
     # so it is timed over `ancestral_steps_timed` of its steps and scaled to all of them.
     n = b.sample_images
-    ancestral = AncestralSampler(schedule, steps=b.ancestral_steps_timed)
+    ancestral = preset("sampler", "ddpm", schedule=schedule, steps=b.ancestral_steps_timed)
     start = time.perf_counter()
     generate(our_model, ancestral, n, 0, device)
     ref_per_digit = (time.perf_counter() - start) / n * len(schedule) / b.ancestral_steps_timed

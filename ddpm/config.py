@@ -1,14 +1,19 @@
 """The composed config: its schema, and how its groups become objects.
 
 Rules live where the values are used: the top level's keys and types in :class:`RunConfig`
-(registered in Hydra's ConfigStore, so composition refuses a stray top-level key), each
-group's keys in its ``_target_``'s signature, and each range in that target's constructor
-(which raises :class:`~ddpm.errors.UserError` with one line). :func:`build_parts` builds the
-cheap objects, so building them *is* the validation, before any data is read or file written.
+(:func:`check_top_level` refuses a stray top-level key), each group's keys in its
+``_target_``'s signature, and each range in that target's constructor (which raises
+:class:`~ddpm.errors.UserError` with one line). :func:`build_parts` builds the cheap objects,
+so building them *is* the validation, before any data is read or file written.
+
+Every default lives in one place: the yaml (``conf/config.yaml``, ``conf/<group>/<option>.yaml``).
+Signatures hold none for a key a yaml sets (tests/test_defaults.py checks it), so code that
+builds a part without a whole config asks for a preset: :func:`preset`.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -18,7 +23,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ddpm.errors import UserError, fail
 
@@ -50,8 +55,8 @@ class RunConfig:
     dataset: Any = MISSING
     logger: Any = MISSING
     trainer: Any = MISSING
-    device: str = "auto"  # auto = cuda when present, else cpu; or cpu, mps, cuda, cuda:<n>
-    experiment_name: str | None = None  # set by experiment presets; names the W&B group
+    device: str = MISSING  # auto = cuda when present, else cpu; or cpu, mps, cuda, cuda:<n>
+    experiment_name: str | None = MISSING  # set by experiment presets; names the W&B group
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -62,6 +67,33 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(err.__cause__, UserError):
             raise err.__cause__ from None
         raise
+
+
+@functools.cache
+def _preset_config(group: str, option: str) -> DictConfig:
+    """``conf/<group>/<option>.yaml`` as Hydra composes it (its defaults list followed), next
+    to the default dataset its interpolations read (``${dataset.channels}``); unresolved."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [f"+{group}={option}"] + ([] if group == "dataset" else ["+dataset=mnist"])
+    outer = GlobalHydra.instance().hydra  # a running command's (ddpm.bench): set aside
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(overrides=overrides)
+    finally:
+        GlobalHydra.instance().hydra = outer
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def preset(group: str, option: str, **overrides: Any) -> Any:
+    """What ``conf/<group>/<option>.yaml`` builds, with ``overrides``: keys of the yaml
+    (``steps=20``) and build-time arguments (``schedule=``), e.g.
+    ``preset("sampler", "ddim", schedule=sch, eta=1.0)``. A model's ``${dataset.*}`` keys
+    follow conf/dataset/mnist.yaml unless overridden."""
+    return build(_preset_config(group, option)[group], **overrides)
 
 
 def check_keys(group: str, node: DictConfig) -> None:

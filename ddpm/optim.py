@@ -40,10 +40,11 @@ def _fused(params: list[torch.nn.Parameter]) -> bool | None:
 
 def adam(
     params: Iterable[torch.nn.Parameter],
-    lr: float = 2e-4,
-    betas: Sequence[float] = (0.9, 0.999),
-    weight_decay: float = 0.01,
-    decoupled: bool = True,
+    *,
+    lr: float,
+    betas: Sequence[float],
+    weight_decay: float,
+    decoupled: bool,
 ) -> torch.optim.Optimizer:
     """AdamW (``decoupled``, the seed's optimizer) or Adam with coupled L2 weight decay."""
     params = list(params)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import TINY, needs_mnist
 
+from ddpm.config import preset
 from ddpm.errors import UserError
 
 BENCH = [
@@ -34,7 +35,6 @@ def make_bench_cfg():
 def test_every_pipeline_and_variant_runs_the_loops_own_step(make_bench_cfg, monkeypatch):
     import ddpm.bench
     from ddpm.models.flops import flops_per_image
-    from ddpm.models.unet import UNet
     from ddpm.training.step import make_train_step
 
     built = []
@@ -57,7 +57,8 @@ def test_every_pipeline_and_variant_runs_the_loops_own_step(make_bench_cfg, monk
         ddpm_rate = result["processes"][0]["images_per_s"]
         assert row["vs_first"] == pytest.approx(row["images_per_s"] / ddpm_rate)
     fp32, bf16, graphed = result["variants"]
-    flops = flops_per_image(UNet(channels=[16, 32]), (1, 28, 28))["forward_backward"]
+    model = preset("model", "base", channels=[16, 32])
+    flops = flops_per_image(model, (1, 28, 28))["forward_backward"]
     for row in (fp32, bf16):
         assert row["flops_per_image"] == flops
         assert row["seconds_per_epoch"] == pytest.approx(60000 / row["images_per_s"])

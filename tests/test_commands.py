@@ -76,13 +76,15 @@ def test_console_scripts_are_installed_and_exit_1_on_bad_input(tmp_path):
 def test_a_checkpoint_written_before_this_layout_still_samples():
     """The shared GPU checkpoint (older code: dataset target ddpm.data.mnist, trainer without a
     target) rebuilds and samples; its EMA weights draw digit-like images, not noise."""
+    from ddpm.config import preset
     from ddpm.runs import load_trained
-    from ddpm.samplers import DDIMSampler
     from ddpm.sampling import generate
 
     cfg, model, schedule = load_trained(None, SHARED_CHECKPOINT)
     assert cfg.dataset._target_ == "ddpm.data.mnist" and len(schedule) == 1000
-    images, _ = generate(model, DDIMSampler(schedule, steps=10), 4, 0, torch.device("cpu"))
+    images, _ = generate(
+        model, preset("sampler", "ddim", schedule=schedule, steps=10), 4, 0, torch.device("cpu")
+    )
     assert images.shape == (4, 1, 28, 28)
     background = (images < -0.9).float().mean().item()
     assert 0.5 < background < 0.95  # mostly black background with strokes, like MNIST (0.81)

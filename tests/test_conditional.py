@@ -8,17 +8,24 @@ import pytest
 import torch
 from conftest import needs_mnist, run_module
 
+from ddpm.config import preset
 from ddpm.diffusion.objective import diffusion_loss, drop_labels
-from ddpm.diffusion.schedule import linear as linear_schedule
 from ddpm.models.unet import UNet
-from ddpm.samplers import AncestralSampler, DDIMSampler, DPMSolverPPSampler
 
 
 class CountingUNet(UNet):
     """A tiny conditional U-Net that records the batch size of every forward call."""
 
     def __init__(self) -> None:
-        super().__init__(channels=(8, 16), time_dim=8, norm_groups=4, num_classes=10)
+        super().__init__(
+            channels=(8, 16),
+            time_dim=8,
+            norm_groups=4,
+            in_channels=1,
+            image_size=28,
+            prediction="eps",
+            num_classes=10,
+        )
         self.calls: list[int] = []
 
     def forward(self, x, t, labels=None):
@@ -39,7 +46,7 @@ def test_training_loss_uses_dropped_labels() -> None:
     """With dropout 1 every training label is the null one: the loss is the unconditional one
     (t and noise are drawn before the dropout, so both calls see the same ones)."""
     model = CountingUNet()
-    schedule = linear_schedule(timesteps=50)
+    schedule = preset("schedule", "linear", timesteps=50)
     x0 = torch.rand(8, 1, 28, 28) * 2 - 1
     labels = torch.arange(8)
     torch.manual_seed(3)
@@ -51,7 +58,7 @@ def test_training_loss_uses_dropped_labels() -> None:
 
 def test_unconditional_model_refuses_labels_and_null_label_is_unconditional() -> None:
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([5, 9])
-    plain = UNet(channels=(8, 16), time_dim=8, norm_groups=4)
+    plain = preset("model", "base", channels=(8, 16), time_dim=8, norm_groups=4)
     with pytest.raises(ValueError, match="unconditional"):
         plain(x, t, torch.tensor([1, 2]))
     model = CountingUNet()
@@ -59,28 +66,31 @@ def test_unconditional_model_refuses_labels_and_null_label_is_unconditional() ->
     assert not torch.allclose(model(x, t, torch.tensor([1, 2])), model(x, t))
 
 
-@pytest.mark.parametrize("sampler_cls", [AncestralSampler, DDIMSampler, DPMSolverPPSampler])
-def test_guidance_scale_limits_are_exact_and_batched(sampler_cls) -> None:
+@pytest.mark.parametrize("option", ["ddpm", "ddim", "dpm_solver_pp"])
+def test_guidance_scale_limits_are_exact_and_batched(option) -> None:
     model = CountingUNet().eval()
-    schedule = linear_schedule(timesteps=50)
+    schedule = preset("schedule", "linear", timesteps=50)
     x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([40, 40, 40]), torch.tensor([7, 1, 7])
     null = torch.full_like(y, model.null_label)
     with torch.no_grad():
         cond, uncond = model(x, t, y), model(x, t, null)
         for scale, expected in ((0.0, uncond), (1.0, cond)):
             model.calls.clear()
-            out = sampler_cls(schedule, steps=10, guidance_scale=scale).predict(model, x, t, y)
+            sampler = preset("sampler", option, schedule=schedule, steps=10, guidance_scale=scale)
+            out = sampler.predict(model, x, t, y)
             assert torch.equal(out, expected)  # bit for bit
             assert model.calls == [3]  # one plain call, no doubled batch
         model.calls.clear()
-        guided = sampler_cls(schedule, steps=10, guidance_scale=3.0).predict(model, x, t, y)
+        sampler = preset("sampler", option, schedule=schedule, steps=10, guidance_scale=3.0)
+        guided = sampler.predict(model, x, t, y)
     assert model.calls == [6]  # conditional and unconditional in one batched call
     torch.testing.assert_close(guided, uncond + 3.0 * (cond - uncond), rtol=1e-5, atol=1e-5)
 
 
 def test_sampling_with_labels_checks_their_shape() -> None:
     model = CountingUNet().eval()
-    sampler = DDIMSampler(linear_schedule(timesteps=20), steps=2, guidance_scale=2.0)
+    schedule = preset("schedule", "linear", timesteps=20)
+    sampler = preset("sampler", "ddim", schedule=schedule, steps=2, guidance_scale=2.0)
     images, _ = sampler.sample(model, (4, 1, 28, 28), labels=torch.tensor([0, 1, 2, 3]))
     assert images.shape == (4, 1, 28, 28)
     assert model.calls == [8, 8]  # two steps, each one doubled call
@@ -127,7 +137,7 @@ def test_conditional_model_separates_two_classes(tmp_path, make_cfg, one_thread)
     parts, cpu = build_parts(cfg), torch.device("cpu")
     model, schedule = parts.model, parts.schedule
     state = TrainState.create(model, parts.optimizer, parts.settings.ema_decay)
-    sampler = DDIMSampler(schedule, steps=20)
+    sampler = preset("sampler", "ddim", schedule=schedule, steps=20)
     with Tracker(run_dir=tmp_path, run_config={}) as tracker:
         out = RunOutputs(tmp_path, state, sampler, parts.settings, tracker, cpu, {})
         train(parts.settings, state, parts.process, data, out, cpu)
@@ -135,7 +145,7 @@ def test_conditional_model_separates_two_classes(tmp_path, make_cfg, one_thread)
     asked = torch.tensor([0, 1]).repeat(50)
     accuracy = {}
     for scale in (0.0, 1.0, 3.0):
-        sampler = DDIMSampler(schedule, steps=20, guidance_scale=scale)
+        sampler = preset("sampler", "ddim", schedule=schedule, steps=20, guidance_scale=scale)
         out, _ = generate(model, sampler, len(asked), 1, cpu, labels=asked)
         left, right = out[..., :4].mean((1, 2, 3)), out[..., 4:].mean((1, 2, 3))
         accuracy[scale] = ((right > left).long() == asked).float().mean().item()

@@ -15,10 +15,11 @@ import torch
 from conftest import CONF, TINY
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 from PIL import Image
 
-from ddpm.config import validate
-from ddpm.data import Cifar10, FashionMnist, ImageFolder, load_dataset
+from ddpm.config import preset, validate
+from ddpm.data import ImageFolder, load_dataset
 from ddpm.errors import UserError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -68,7 +69,7 @@ def fashion_root(tmp_path_factory) -> Path:
 
 @needs_fashion
 def test_fashion_mnist_reads_debians_gzipped_files(fashion_root):
-    ds = FashionMnist(fashion_root, train=False, download=False).load()
+    ds = preset("dataset", "fashion_mnist", root=fashion_root, train=False, download=False).load()
     assert ds.name == "fashion_mnist" and ds.images.shape == (10_000, 1, 28, 28)
     assert ds.images.dtype == torch.float32
     assert ds.images.min().item() == -1.0 and ds.images.max().item() == 1.0
@@ -76,17 +77,23 @@ def test_fashion_mnist_reads_debians_gzipped_files(fashion_root):
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
     assert (fashion_root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
 
-    padded = FashionMnist(fashion_root, train=False, download=False, image_size=32).load()
+    padded = preset(
+        "dataset", "fashion_mnist", root=fashion_root, train=False, download=False, image_size=32
+    ).load()
     assert padded.images.shape == (10_000, 1, 32, 32)
     assert torch.equal(padded.images[:, :, 2:30, 2:30], ds.images)
     assert (padded.images[:, :, :2] == -1).all() and (padded.images[:, :, :, 30:] == -1).all()
 
-    two = FashionMnist(fashion_root, train=False, download=False, classes=[0, 9]).load()
+    two = preset(
+        "dataset", "fashion_mnist", root=fashion_root, train=False, download=False, classes=[0, 9]
+    ).load()
     assert len(two) == 2000 and set(two.labels.tolist()) == {0, 9}
 
 
 def test_missing_fashion_mnist_says_where_and_how(tmp_path):
-    msg = one_line_error(FashionMnist(tmp_path / "none", download=False).load)
+    msg = one_line_error(
+        preset("dataset", "fashion_mnist", root=tmp_path / "none", download=False).load
+    )
     assert str(tmp_path / "none" / "FashionMNIST" / "raw") in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "t10k-labels-idx1-ubyte" in msg
     assert not (tmp_path / "none").exists()
@@ -104,12 +111,15 @@ def test_missing_fashion_mnist_says_where_and_how(tmp_path):
     ],
 )
 def test_bad_fashion_mnist_settings_are_one_line(kwargs, message):
-    assert one_line_error(FashionMnist, "data", **kwargs).startswith(message)
+    msg = one_line_error(preset, "dataset", "fashion_mnist", root="data", **kwargs)
+    assert msg.startswith(message)
 
 
 @needs_fashion
 def test_a_split_beyond_the_memory_bound_is_refused(fashion_root):
-    msg = one_line_error(FashionMnist(fashion_root, download=False, max_gib=0.1).load)
+    msg = one_line_error(
+        preset("dataset", "fashion_mnist", root=fashion_root, download=False, max_gib=0.1).load
+    )
     # 60000 x 1 x 28 x 28 x 4 bytes = 0.175 GiB
     assert msg.startswith("dataset.max_gib=0.1: ") and "60000 images of 1x28x28, 0.18 GiB" in msg
 
@@ -142,7 +152,7 @@ def cifar_root(tmp_path) -> Path:
 
 
 def test_cifar10_reads_its_pickles_pixel_for_pixel(cifar_root):
-    ds = Cifar10(cifar_root, download=False, checksums=False).load()
+    ds = preset("dataset", "cifar10", root=cifar_root, download=False, checksums=False).load()
     assert ds.name == "cifar10" and ds.images.shape == (20, 3, 32, 32)
     assert ds.labels.tolist() == [i % 10 for i in range(20)]
     with open(cifar_root / "cifar-10-batches-py" / "data_batch_2", "rb") as f:
@@ -150,30 +160,38 @@ def test_cifar10_reads_its_pickles_pixel_for_pixel(cifar_root):
     planes = torch.from_numpy(raw[1]).reshape(3, 32, 32).float()
     assert torch.equal(ds.images[5], planes / 255 * 2 - 1)
 
-    test = Cifar10(cifar_root, train=False, download=False, checksums=False).load()
+    test = preset(
+        "dataset", "cifar10", root=cifar_root, train=False, download=False, checksums=False
+    ).load()
     assert test.images.shape == (6, 3, 32, 32)
-    grey = Cifar10(cifar_root, download=False, checksums=False, channels=1).load()
+    grey = preset(
+        "dataset", "cifar10", root=cifar_root, download=False, checksums=False, channels=1
+    ).load()
     luma = 0.299 * ds.images[:, 0] + 0.587 * ds.images[:, 1] + 0.114 * ds.images[:, 2]
     assert grey.images.shape == (20, 1, 32, 32)
     assert torch.allclose(grey.images[:, 0], luma, atol=1e-6)
-    big = Cifar10(cifar_root, download=False, checksums=False, image_size=36).load()
+    big = preset(
+        "dataset", "cifar10", root=cifar_root, download=False, checksums=False, image_size=36
+    ).load()
     assert torch.equal(big.images[:, :, 2:34, 2:34], ds.images)
 
 
 def test_cifar10_checks_the_official_checksums_by_default(cifar_root):
-    msg = one_line_error(Cifar10(cifar_root, download=False).load)
+    msg = one_line_error(preset("dataset", "cifar10", root=cifar_root, download=False).load)
     assert msg.startswith(f"dataset.root={str(cifar_root)!r}: CIFAR-10 is missing or unreadable")
     assert "corrupted" in msg and "cifar-10-batches-py" in msg
 
 
 def test_a_damaged_cifar10_file_is_one_line(cifar_root):
     (cifar_root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
-    msg = one_line_error(Cifar10(cifar_root, download=False, checksums=False).load)
+    msg = one_line_error(
+        preset("dataset", "cifar10", root=cifar_root, download=False, checksums=False).load
+    )
     assert "CIFAR-10 is missing or unreadable in" in msg
 
 
 def test_missing_cifar10_names_the_files(tmp_path):
-    msg = one_line_error(Cifar10(tmp_path / "none", download=False).load)
+    msg = one_line_error(preset("dataset", "cifar10", root=tmp_path / "none", download=False).load)
     assert str(tmp_path / "none" / "cifar-10-batches-py") in msg
     assert "data_batch_1" in msg and "batches.meta" in msg and "DDPM_DATA_ROOT" in msg
     assert not (tmp_path / "none").exists()
@@ -189,7 +207,7 @@ def test_missing_cifar10_names_the_files(tmp_path):
     ],
 )
 def test_bad_cifar10_settings_are_one_line(kwargs, message):
-    assert one_line_error(Cifar10, "data", **kwargs).startswith(message)
+    assert one_line_error(preset, "dataset", "cifar10", root="data", **kwargs).startswith(message)
 
 
 # ---- image folders ---------------------------------------------------------------------------
@@ -215,7 +233,7 @@ def class_folder(tmp_path) -> Path:
 
 
 def test_an_image_folder_with_classes(class_folder):
-    ds = ImageFolder(class_folder, image_size=16).load()
+    ds = preset("dataset", "image_folder", root=class_folder, image_size=16).load()
     assert ds.name == "image_folder" and ds.images.shape == (5, 3, 16, 16)
     assert ds.labels.tolist() == [0, 0, 0, 1, 1]  # cat, dog: sorted folder names
     red = torch.tensor([1.0, -1.0, -1.0]).view(3, 1, 1).expand(3, 16, 16)
@@ -223,20 +241,14 @@ def test_an_image_folder_with_classes(class_folder):
     assert torch.equal(ds.images[3], torch.ones(3, 16, 16))
     assert ds.images[4].abs().max() <= 1 and ds.images[4].mean() < -0.95  # JPEG black
 
-    grey = ImageFolder(class_folder, image_size=16, channels=1, num_classes=2).load()
+    grey = preset(
+        "dataset", "image_folder", root=class_folder, image_size=16, channels=1, num_classes=2
+    ).load()
     assert grey.images.shape == (5, 1, 16, 16)
     assert grey.images[0, 0, 0, 0].item() == pytest.approx(76 / 255 * 2 - 1)  # L of red: 76
-    assert torch.equal(
-        load_dataset(
-            {
-                "_target_": "ddpm.data.ImageFolder",
-                "root": str(class_folder),
-                "image_size": 16,
-                "train": False,
-            }
-        ).images,
-        ds.images,
-    )  # noqa: E501
+    node = OmegaConf.load(CONF / "dataset" / "image_folder.yaml")
+    node.root, node.image_size, node.train = str(class_folder), 16, False
+    assert torch.equal(load_dataset(node).images, ds.images)
 
 
 def test_resize_then_centre_crop(tmp_path):
@@ -244,49 +256,55 @@ def test_resize_then_centre_crop(tmp_path):
     img.paste((255, 255, 255), (0, 0, 20, 20))  # a white left quarter: cropped away (40x10
     # after the resize, columns 15..24 kept)
     img.save(tmp_path / "wide.png")
-    ds = ImageFolder(tmp_path, image_size=10).load()
+    ds = preset("dataset", "image_folder", root=tmp_path, image_size=10).load()
     assert ds.images.shape == (1, 3, 10, 10) and ds.images.max().item() == -1.0
 
 
 def test_a_flat_folder_has_no_labels(tmp_path):
     for i in range(3):
         solid(tmp_path / f"{i}.png", (8, 8), (10 * i, 0, 0))
-    ds = ImageFolder(tmp_path, image_size=8).load()
+    ds = preset("dataset", "image_folder", root=tmp_path, image_size=8).load()
     assert ds.labels.tolist() == [0, 0, 0] and ImageFolder.num_classes is None
-    msg = one_line_error(ImageFolder(tmp_path, image_size=8, num_classes=3).load)
+    msg = one_line_error(
+        preset("dataset", "image_folder", root=tmp_path, image_size=8, num_classes=3).load
+    )
     assert msg.startswith("dataset.num_classes=3: ") and "flat folder" in msg
 
 
 def test_bad_image_folders_are_one_line_naming_the_folder_or_file(tmp_path, class_folder):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
-    assert one_line_error(ImageFolder(empty).load) == (
+    assert one_line_error(preset("dataset", "image_folder", root=empty).load) == (
         f"dataset.root={str(empty)!r}: no images (.png, .jpg, .jpeg) in it or in its sub-folders"
     )
     missing = tmp_path / "missing"
     assert (
-        one_line_error(ImageFolder(missing).load)
+        one_line_error(preset("dataset", "image_folder", root=missing).load)
         == f"dataset.root={str(missing)!r}: no such folder"
     )
 
     broken = class_folder / "dog" / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
-    msg = one_line_error(ImageFolder(class_folder).load)
+    msg = one_line_error(preset("dataset", "image_folder", root=class_folder).load)
     assert msg.startswith(f"dataset file {str(broken)!r}: not a readable image")
     broken.unlink()
 
-    msg = one_line_error(ImageFolder(class_folder, image_size=32, resize=False).load)
+    msg = one_line_error(
+        preset("dataset", "image_folder", root=class_folder, image_size=32, resize=False).load
+    )
     assert msg.startswith(f"dataset file {str(class_folder / 'cat' / 'a.png')!r}: 40x30, not 32x32")
 
-    msg = one_line_error(ImageFolder(class_folder, num_classes=3).load)
+    msg = one_line_error(preset("dataset", "image_folder", root=class_folder, num_classes=3).load)
     assert msg == f"dataset.num_classes=3: {class_folder} has 2 class folders (cat, dog)"
 
     solid(class_folder / "stray.png", (8, 8), (0, 0, 0))
-    msg = one_line_error(ImageFolder(class_folder).load)
+    msg = one_line_error(preset("dataset", "image_folder", root=class_folder).load)
     assert "holds both images and class folders (cat, dog); use one layout" in msg
 
     (class_folder / "stray.png").unlink()
-    msg = one_line_error(ImageFolder(class_folder, image_size=1024, max_gib=0.01).load)
+    msg = one_line_error(
+        preset("dataset", "image_folder", root=class_folder, image_size=1024, max_gib=0.01).load
+    )
     assert msg.startswith("dataset.max_gib=0.01: ") and "5 images of 3x1024x1024" in msg
 
 
@@ -301,13 +319,13 @@ def test_bad_image_folders_are_one_line_naming_the_folder_or_file(tmp_path, clas
     ],
 )
 def test_bad_image_folder_settings_are_one_line(kwargs, message):
-    assert one_line_error(ImageFolder, **kwargs).startswith(message)
+    assert one_line_error(preset, "dataset", "image_folder", **kwargs).startswith(message)
 
 
 # ---- the model follows the dataset -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("option", PRESETS)
 @pytest.mark.parametrize(
     ("dataset", "shape"),
     [
@@ -318,8 +336,8 @@ def test_bad_image_folder_settings_are_one_line(kwargs, message):
         (["dataset=image_folder", "dataset.root=x", "dataset.image_size=28"], (3, 28)),
     ],
 )
-def test_every_preset_follows_the_dataset(preset, dataset, shape):
-    cfg = compose_config("config", f"model={preset}", *dataset)
+def test_every_preset_follows_the_dataset(option, dataset, shape):
+    cfg = compose_config("config", f"model={option}", *dataset)
     assert (cfg.model.in_channels, cfg.model.image_size) == shape
     assert cfg.model.num_classes is None
     validate(cfg)
@@ -339,13 +357,14 @@ def test_mnist_refuses_three_channels_in_one_line():
 
 
 def test_resunet_attention_levels_are_checked():
-    from ddpm.models.resunet import ResUNet
-
-    msg = one_line_error(ResUNet, channels=[8, 16], attention_levels=[2], norm_groups=4)
+    res = ("model", "res_base")
+    msg = one_line_error(preset, *res, channels=[8, 16], attention_levels=[2], norm_groups=4)
     assert msg == "model.attention_levels=[2]: a list of levels 0..1 (0 = full size), or []"
-    msg = one_line_error(ResUNet, attention_levels=[1], attention_resolutions=[14])
+    msg = one_line_error(preset, *res, attention_levels=[1], attention_resolutions=[14])
     assert msg.startswith("model.attention_levels=[1]: null when model.attention_resolutions")
-    assert ResUNet(channels=[8, 16], norm_groups=4, image_size=8).attention_resolutions == [4]
+    lowest = {"attention_levels": None, "time_dim": None}  # null: attention at the lowest level
+    net = preset("model", "res_base", channels=[8, 16], norm_groups=4, image_size=8, **lowest)
+    assert net.attention_resolutions == [4]
 
 
 # ---- training, sampling, denoising, evaluating on each dataset ---------------------------------

@@ -8,9 +8,8 @@ import torch
 from conftest import GaussianOracle, run_module
 from PIL import Image
 
+from ddpm.config import preset
 from ddpm.denoise import comma_lists_as_lists, denoise, matched_timestep, psnr
-from ddpm.diffusion.schedule import cosine, linear, sigmoid
-from ddpm.samplers import AncestralSampler, DDIMSampler
 
 MU, S = 0.3, 0.2
 
@@ -23,10 +22,10 @@ def _level(sch, t: int) -> float:
     return math.sqrt((1 - ab) / ab)
 
 
-@pytest.mark.parametrize("make", [linear, cosine, sigmoid])
+@pytest.mark.parametrize("option", ["linear", "cosine", "sigmoid"])
 @pytest.mark.parametrize("sigma", [0.05, 0.1, 0.3, 0.5, 0.8, 2.0])
-def test_matched_timestep_has_the_closest_noise_level(make, sigma):
-    sch = make(1000)
+def test_matched_timestep_has_the_closest_noise_level(option, sigma):
+    sch = preset("schedule", option, timesteps=1000)
     t = matched_timestep(sch, sigma)
     gap = abs(_level(sch, t) - sigma)
     for other in (t - 1, t + 1):
@@ -38,19 +37,19 @@ def test_matched_timestep_has_the_closest_noise_level(make, sigma):
 
 
 def test_matched_timesteps_for_the_default_levels():
-    sch = linear(1000)
+    sch = preset("schedule", "linear", timesteps=1000)
     assert [matched_timestep(sch, s) for s in (0.1, 0.3, 0.5, 0.8)] == [26, 88, 144, 217]
     assert matched_timestep(sch, 1e-4) == 0 and matched_timestep(sch, 1e3) == 999
 
 
-@pytest.mark.parametrize("make", [linear, sigmoid])
+@pytest.mark.parametrize("option", ["linear", "sigmoid"])
 @pytest.mark.parametrize("sigma", [0.1, 0.3, 0.8])
-def test_denoising_gaussian_data_lowers_the_error_as_theory_says(make, sigma):
+def test_denoising_gaussian_data_lowers_the_error_as_theory_says(option, sigma):
     """Data N(mu, s^2), exact predictor. Deterministic DDIM transports the noisy marginal onto
     the data: x0_hat = mu + k (y - mu), k = s / sqrt(s^2 + sigma^2), so MSE = 2 s^2 (1 - k).
     Ancestral sampling draws from the posterior instead: MSE = 2 s^2 sigma^2 / (s^2 + sigma^2),
     which beats the noisy input only once sigma > s."""
-    sch = make(1000)
+    sch = preset("schedule", option, timesteps=1000)
     model = GaussianOracle(sch, MU, S)
     gen = torch.Generator().manual_seed(0)
     x0 = MU + S * torch.randn(20_000, 1, 1, 1, generator=gen)
@@ -58,14 +57,20 @@ def test_denoising_gaussian_data_lowers_the_error_as_theory_says(make, sigma):
     noisy_mse = (noisy - x0).pow(2).mean().item()
     assert noisy_mse == pytest.approx(sigma**2, rel=0.03)
 
-    out, t = denoise(model, DDIMSampler(sch, steps=50), noisy, sigma)
+    out, t = denoise(model, preset("sampler", "ddim", schedule=sch, steps=50), noisy, sigma)
     assert t == matched_timestep(sch, sigma)
     k = S / math.sqrt(S**2 + sigma**2)
     ddim_mse = (out - x0).pow(2).mean().item()
     assert ddim_mse == pytest.approx(2 * S**2 * (1 - k), rel=0.06)
     assert ddim_mse < noisy_mse
 
-    out, _ = denoise(model, AncestralSampler(sch), noisy, sigma, torch.Generator().manual_seed(1))
+    out, _ = denoise(
+        model,
+        preset("sampler", "ddpm", schedule=sch),
+        noisy,
+        sigma,
+        torch.Generator().manual_seed(1),
+    )
     posterior_mse = 2 * S**2 * sigma**2 / (S**2 + sigma**2)
     assert (out - x0).pow(2).mean().item() == pytest.approx(posterior_mse, rel=0.08)
 

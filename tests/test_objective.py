@@ -1,13 +1,13 @@
 import pytest
 import torch
 
+from ddpm.config import preset
 from ddpm.diffusion.objective import diffusion_loss, loss_weight, target, to_eps, to_x0
-from ddpm.diffusion.schedule import linear
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_the_target_converts_back_to_x0_and_eps(prediction):
-    sch = linear(1000)
+    sch = preset("schedule", "linear", timesteps=1000)
     x0, noise = torch.randn(8, 1, 4, 4), torch.randn(8, 1, 4, 4)
     t = torch.randint(0, 1000, (8,))
     x_t = sch.q_sample(x0, t, noise)
@@ -18,7 +18,7 @@ def test_the_target_converts_back_to_x0_and_eps(prediction):
 
 
 def test_min_snr_weights():
-    sch = linear(1000)
+    sch = preset("schedule", "linear", timesteps=1000)
     t = torch.tensor([0, 999])
     snr = sch.snr[t]
     assert snr[0] > 5 > snr[1]
@@ -30,7 +30,7 @@ def test_min_snr_weights():
 
 
 def test_a_perfect_eps_model_has_zero_loss():
-    sch = linear(100)
+    sch = preset("schedule", "linear", timesteps=100)
 
     class Perfect(torch.nn.Module):
         """Knows x0 = 0, so x_t = sqrt(1-ab) eps."""

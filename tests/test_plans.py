@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from ddpm.config import preset
 from ddpm.diffusion.plans import (
     KARRAS_RHO,
     SIGMA_MAX,
@@ -10,11 +11,10 @@ from ddpm.diffusion.plans import (
     half_log_snr,
     timestep_plan,
 )
-from ddpm.diffusion.schedule import cosine, linear, sigmoid
 from ddpm.errors import UserError
-from ddpm.samplers import DDIMSampler, spaced_timesteps
+from ddpm.samplers import spaced_timesteps
 
-SCHEDULES = {"linear": linear, "cosine": cosine, "sigmoid": sigmoid}
+SCHEDULES = ("cosine", "linear", "sigmoid")
 
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
@@ -24,7 +24,7 @@ def test_every_plan_is_distinct_increasing_integers_from_near_the_top_to_zero(
     schedule, spacing, steps
 ):
     T = 1000
-    plan = timestep_plan(SCHEDULES[schedule](T), steps, spacing)
+    plan = timestep_plan(preset("schedule", schedule, timesteps=T), steps, spacing)
     assert all(isinstance(t, int) for t in plan)
     assert len(plan) == steps  # exactly the calls asked for, no silent dedupe
     assert all(b > a for a, b in zip(plan, plan[1:], strict=False))
@@ -42,14 +42,14 @@ def test_every_plan_is_distinct_increasing_integers_from_near_the_top_to_zero(
 
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_all_steps_or_none_keep_every_timestep(spacing):
-    sch = cosine(50)
+    sch = preset("schedule", "cosine", timesteps=50)
     assert timestep_plan(sch, None, spacing) == list(range(50))
     assert timestep_plan(sch, 50, spacing) == list(range(50))
     assert timestep_plan(sch, 10, spacing, top=5) == list(range(6))  # more steps than room
 
 
 def test_linspace_is_the_seeds_plan_and_the_others_are_pinned():
-    sch = cosine(1000)
+    sch = preset("schedule", "cosine", timesteps=1000)
     for steps in (1, 2, 5, 20, 50, 999):
         assert timestep_plan(sch, steps) == spaced_timesteps(1000, steps)
     assert timestep_plan(sch, 5) == [0, 250, 500, 749, 999]
@@ -58,15 +58,16 @@ def test_linspace_is_the_seeds_plan_and_the_others_are_pinned():
     assert timestep_plan(sch, 5, "quadratic") == [0, 62, 250, 562, 999]
     assert timestep_plan(sch, 8, "logsnr") == [0, 9, 52, 216, 602, 882, 968, 999]
     assert timestep_plan(sch, 8, "karras") == [0, 37, 243, 659, 884, 957, 981, 999]
-    assert timestep_plan(linear(1000), 8, "logsnr") == [0, 7, 36, 136, 363, 599, 781, 999]
-    assert timestep_plan(linear(1000), 8, "karras") == [0, 24, 143, 388, 594, 738, 845, 999]
+    sch = preset("schedule", "linear", timesteps=1000)
+    assert timestep_plan(sch, 8, "logsnr") == [0, 7, 36, 136, 363, 599, 781, 999]
+    assert timestep_plan(sch, 8, "karras") == [0, 24, 143, 388, 594, 738, 845, 999]
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_logsnr_and_karras_are_uniform_in_their_variable_below_sigma_max(schedule):
     """Uniform in lambda (logsnr) or in sigma^(1/rho) (karras) up to one timestep of rounding;
     only the jump from the top to the sigma_max = 80 end of the range is wider."""
-    sch = SCHEDULES[schedule](1000)
+    sch = preset("schedule", schedule, timesteps=1000)
     lam = half_log_snr(sch)
     for spacing in ("logsnr", "karras"):
         plan = timestep_plan(sch, 8, spacing)
@@ -81,25 +82,26 @@ def test_logsnr_and_karras_are_uniform_in_their_variable_below_sigma_max(schedul
 
 
 def test_quadratic_plan_is_dense_near_the_data():
-    plan = timestep_plan(linear(1000), 10, "quadratic")
+    plan = timestep_plan(preset("schedule", "linear", timesteps=1000), 10, "quadratic")
     gaps = torch.tensor(plan).diff()
     assert bool((gaps[1:] >= gaps[:-1]).all()) and gaps[0] < gaps[-1] / 10
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_starting_at_plans_below_t_with_the_same_spacing(spacing):
-    sampler = DDIMSampler(cosine(1000), steps=10, spacing=spacing)
+    sch = preset("schedule", "cosine", timesteps=1000)
+    sampler = preset("sampler", "ddim", schedule=sch, steps=10, spacing=spacing)
     short = sampler.starting_at(300)
     assert len(short.timesteps) == 10 and max(short.timesteps) <= 300
     assert short.timesteps == sorted(set(short.timesteps), reverse=True)
     if spacing != "leading":
         assert short.timesteps[0] == 300
-    assert sampler.timesteps == timestep_plan(cosine(1000), 10, spacing)[::-1]  # untouched
+    assert sampler.timesteps == timestep_plan(sch, 10, spacing)[::-1]  # untouched
 
 
 def test_unknown_spacing_is_a_one_line_user_error():
     with pytest.raises(UserError) as err:
-        timestep_plan(linear(100), 10, "cubic")
+        timestep_plan(preset("schedule", "linear", timesteps=100), 10, "cubic")
     assert str(err.value) == (
         "sampler.spacing='cubic': one of linspace, leading, trailing, quadratic, logsnr, karras"
     )

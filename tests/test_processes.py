@@ -18,33 +18,21 @@ from conftest import (
 )
 
 from ddpm import checkpoint
-from ddpm.config import build_parts, validate
+from ddpm.config import build_parts, preset, validate
 from ddpm.denoise import denoise
 from ddpm.diffusion.objective import diffusion_loss
-from ddpm.diffusion.schedule import cosine, linear, sigmoid
 from ddpm.errors import UserError
 from ddpm.processes import DDPMProcess, EDMProcess, FlowProcess
-from ddpm.samplers import (
-    AdaptiveODESampler,
-    AncestralSampler,
-    DDIMSampler,
-    DPMSolverPP3MSampler,
-    DPMSolverPPSampler,
-    DPMSolverPPSDESampler,
-    EulerSampler,
-    HeunSampler,
-    MidpointSampler,
-)
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "ddpm_before_processes.json").read_text())
 SHARED_CKPT = DATA_ROOT.parent / "checkpoints" / "small-cosine-ema-22ep.pt"
 MU, S = 0.3, 0.2
 
 PROCESSES = {
-    "ddpm": lambda: DDPMProcess(cosine(1000)),
-    "flow": lambda: FlowProcess(),
-    "flow_uniform_shift3": lambda: FlowProcess(time_sampling="uniform", shift=3.0),
-    "edm": lambda: EDMProcess(sigma_data=0.5),
+    "ddpm": lambda: DDPMProcess(preset("schedule", "cosine", timesteps=1000)),
+    "flow": lambda: preset("process", "flow"),
+    "flow_uniform_shift3": lambda: preset("process", "flow", time_sampling="uniform", shift=3.0),
+    "edm": lambda: preset("process", "edm", sigma_data=0.5),
 }
 CONTINUOUS = {k: v for k, v in PROCESSES.items() if k != "ddpm"}
 
@@ -74,7 +62,7 @@ def test_marginals_of_gaussian_data_match_the_closed_form(name):
 
 
 def test_flow_noised_images_lie_on_the_straight_line_from_data_to_noise():
-    process = FlowProcess()
+    process = preset("process", "flow")
     x0, eps = torch.randn(5, 1, 4, 4), torch.randn(5, 1, 4, 4)
     t = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
     x = process.noised(x0, t, eps)
@@ -90,7 +78,7 @@ def test_edm_preconditioned_input_and_target_have_unit_variance(sigma_ratio):
     zero-mean data of std sigma_data, c_in x and the target (x0 - c_skip x)/c_out have unit
     variance."""
     sd = 0.5
-    process = EDMProcess(sigma_data=sd)
+    process = preset("process", "edm", sigma_data=sd)
     n = 400_000
     t = torch.full((n,), sigma_ratio * sd, dtype=torch.float64)
     x0 = sd * torch.randn(n, 1, dtype=torch.float64)
@@ -103,17 +91,19 @@ def test_edm_preconditioned_input_and_target_have_unit_variance(sigma_ratio):
 
 def test_training_draws_follow_each_process_distribution():
     n = 200_000
-    uniform = FlowProcess(time_sampling="uniform").draw(n, torch.device("cpu"))
+    uniform = preset("process", "flow", time_sampling="uniform").draw(n, torch.device("cpu"))
     assert float(uniform.mean()) == pytest.approx(0.5, abs=0.005)
     assert float(uniform.var()) == pytest.approx(1 / 12, rel=0.02)
-    logit = FlowProcess(logit_mean=0.5, logit_std=0.8).draw(n, torch.device("cpu"))
+    logit = preset("process", "flow", logit_mean=0.5, logit_std=0.8).draw(n, torch.device("cpu"))
     z = torch.logit(logit.double())
     assert float(z.mean()) == pytest.approx(0.5, abs=0.01)
     assert float(z.std()) == pytest.approx(0.8, rel=0.01)
-    shifted = FlowProcess(time_sampling="uniform", shift=3.0).draw(n, torch.device("cpu"))
+    shifted = preset("process", "flow", time_sampling="uniform", shift=3.0).draw(
+        n, torch.device("cpu")
+    )
     # t' = 3u / (1 + 2u): the median moves from 0.5 to 0.75
     assert float(shifted.median()) == pytest.approx(0.75, abs=0.005)
-    sigma = EDMProcess().draw(n, torch.device("cpu"))
+    sigma = preset("process", "edm", sigma_data=0.5).draw(n, torch.device("cpu"))
     assert float(sigma.log().mean()) == pytest.approx(-1.2, abs=0.01)
     assert float(sigma.log().std()) == pytest.approx(1.2, rel=0.01)
 
@@ -157,12 +147,11 @@ def test_the_x0_estimate_of_the_true_target_is_the_data(name):
 
 
 def test_the_ddpm_process_is_todays_loss_bit_for_bit():
-    from ddpm.models.unet import UNet
 
-    sch = linear(50)
+    sch = preset("schedule", "linear", timesteps=50)
     for prediction, weighting in (("eps", "none"), ("v", "min_snr"), ("x0", "none")):
         torch.manual_seed(0)
-        model = UNet(channels=[8, 16], prediction=prediction)
+        model = preset("model", "base", channels=[8, 16], prediction=prediction)
         x0 = torch.rand(6, 1, 28, 28) * 2 - 1
         torch.manual_seed(3)
         ours = DDPMProcess(sch).loss(model, x0, weighting)
@@ -193,10 +182,10 @@ def test_process_ddpm_reproduces_the_values_recorded_before_processes(make_cfg, 
     assert losses == pytest.approx(RECORDED["tiny"][case]["losses"], rel=1e-4)
     parts.model.eval()
     samplers = {
-        "ddim5": DDIMSampler(parts.schedule, steps=5),
-        "sde10": DPMSolverPPSDESampler(parts.schedule, steps=10),
-        "heun6": HeunSampler(parts.schedule, steps=6),
-        "anc8": AncestralSampler(parts.schedule, steps=8),
+        "ddim5": preset("sampler", "ddim", schedule=parts.schedule, steps=5),
+        "sde10": preset("sampler", "dpm_solver_pp_sde", schedule=parts.schedule, steps=10),
+        "heun6": preset("sampler", "heun", schedule=parts.schedule, steps=6),
+        "anc8": preset("sampler", "ddpm", schedule=parts.schedule, steps=8),
     }
     for name, sampler in samplers.items():
         x, _ = sampler.sample(
@@ -213,8 +202,8 @@ def test_a_checkpoint_written_before_processes_samples_unchanged():
     cfg, model, schedule = load_trained(None, SHARED_CKPT)
     assert "process" not in cfg and schedule.precond is None  # read as the DDPM process
     for name, sampler in (
-        ("sde10", DPMSolverPPSDESampler(schedule, steps=10)),
-        ("ddim5", DDIMSampler(schedule, steps=5)),
+        ("sde10", preset("sampler", "dpm_solver_pp_sde", schedule=schedule, steps=10)),
+        ("ddim5", preset("sampler", "ddim", schedule=schedule, steps=5)),
     ):
         x, _ = sampler.sample(model, (4, 1, 28, 28), generator=torch.Generator().manual_seed(7))
         got = [float(x.double().sum()), float(x.double().abs().sum()), float(x[1, 0, 14, 14])]
@@ -224,17 +213,17 @@ def test_a_checkpoint_written_before_processes_samples_unchanged():
 # --- every sampler on every process: the exact Gaussian oracle --------------------------------
 
 SAMPLERS = {
-    "ancestral_1000": lambda g: AncestralSampler(g),
-    "ancestral_50": lambda g: AncestralSampler(g, steps=50),
-    "ddim_50": lambda g: DDIMSampler(g),
-    "ddim_eta1_50": lambda g: DDIMSampler(g, eta=1.0),
-    "euler_50": lambda g: EulerSampler(g),
-    "midpoint_20": lambda g: MidpointSampler(g),
-    "dpm_2m_20": lambda g: DPMSolverPPSampler(g, spacing="logsnr"),
-    "dpm_3m_20": lambda g: DPMSolverPP3MSampler(g),
-    "dpm_sde_50": lambda g: DPMSolverPPSDESampler(g),
-    "heun_20": lambda g: HeunSampler(g),
-    "adaptive": lambda g: AdaptiveODESampler(g),
+    "ancestral_1000": lambda g: preset("sampler", "ddpm", schedule=g),
+    "ancestral_50": lambda g: preset("sampler", "ddpm", schedule=g, steps=50),
+    "ddim_50": lambda g: preset("sampler", "ddim", schedule=g),
+    "ddim_eta1_50": lambda g: preset("sampler", "ddim", schedule=g, eta=1.0),
+    "euler_50": lambda g: preset("sampler", "euler", schedule=g),
+    "midpoint_20": lambda g: preset("sampler", "midpoint", schedule=g),
+    "dpm_2m_20": lambda g: preset("sampler", "dpm_solver_pp", schedule=g, spacing="logsnr"),
+    "dpm_3m_20": lambda g: preset("sampler", "dpm_solver_pp_3m", schedule=g),
+    "dpm_sde_50": lambda g: preset("sampler", "dpm_solver_pp_sde", schedule=g),
+    "heun_20": lambda g: preset("sampler", "heun", schedule=g),
+    "adaptive": lambda g: preset("sampler", "adaptive", schedule=g),
 }
 # Bounds on the relative error of the std (the mean is within 0.006 everywhere). Worst case
 # measured over the four processes, plus 3%: ancestral-1000 -1.6%, ancestral-50 -20% (flow with
@@ -266,11 +255,11 @@ def test_the_adaptive_solver_reports_the_network_calls_it_made(process):
     net = oracle(proc)
     calls = []
     net.register_forward_hook(lambda *_: calls.append(1))
-    sampler = AdaptiveODESampler(proc.grid, rtol=1e-4, atol=1e-4)
+    sampler = preset("sampler", "adaptive", schedule=proc.grid, rtol=1e-4, atol=1e-4)
     assert sampler.nfe is None  # nothing solved yet
     sampler.sample(net, (64, 1, 1, 1))
     assert sampler.nfe == len(calls) > 10
-    loose = AdaptiveODESampler(proc.grid, rtol=1e-2, atol=1e-2)
+    loose = preset("sampler", "adaptive", schedule=proc.grid, rtol=1e-2, atol=1e-2)
     loose.sample(net, (64, 1, 1, 1))
     assert loose.nfe < sampler.nfe  # looser tolerances, fewer calls
 
@@ -282,7 +271,9 @@ def test_denoising_maps_the_noise_std_to_the_process_level(process):
     proc = PROCESSES[process]()
     x0 = MU + S * torch.randn(4000, 1, 1, 1)
     noisy = x0 + 0.3 * torch.randn_like(x0)
-    out, t = denoise(oracle(proc), DDIMSampler(proc.grid, steps=20), noisy, 0.3)
+    out, t = denoise(
+        oracle(proc), preset("sampler", "ddim", schedule=proc.grid, steps=20), noisy, 0.3
+    )
     grid = proc.grid
     assert float(grid.sqrt_one_minus_alpha_bar[t] / grid.sqrt_alpha_bar[t]) == pytest.approx(
         0.3, rel=0.02
@@ -363,7 +354,14 @@ def test_conditional_guided_ema_runs_resume_exactly_on_every_process(make_cfg, t
     b = checkpoint.load(tmp_path / "halves" / "checkpoints" / "last.pt")
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
     _, model, schedule = load_trained(tmp_path / "whole")
-    sampler = DPMSolverPPSampler(schedule, steps=4, guidance_scale=3.0)
+    sampler = preset(
+        "sampler",
+        "dpm_solver_pp",
+        schedule=schedule,
+        steps=4,
+        guidance_scale=3.0,
+        spacing="linspace",
+    )
     images, _ = generate(model, sampler, 4, 0, torch.device("cpu"), labels=torch.arange(4))
     assert images.shape == (4, 1, 28, 28) and bool(images.isfinite().all())
 
@@ -371,7 +369,7 @@ def test_conditional_guided_ema_runs_resume_exactly_on_every_process(make_cfg, t
 def test_min_snr_weights_a_continuous_process_in_x0_units():
     """min(SNR, 5) on the x0 error: F's error is c_out times smaller, so the weight on F is
     min(SNR, 5) c_out^2 (for flow: min(((1-t)/t)^2, 5) t^2)."""
-    process = FlowProcess()
+    process = preset("process", "flow")
     t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     c_out = process.coefficients(t)[2]
     got = process.weight(t, c_out, "min_snr")
@@ -381,8 +379,8 @@ def test_min_snr_weights_a_continuous_process_in_x0_units():
 
 
 def test_sigmoid_and_linear_ddpm_processes_use_their_schedule():
-    for make in (linear, sigmoid):
-        sch = make(1000)
+    for option in ("linear", "sigmoid"):
+        sch = preset("schedule", option, timesteps=1000)
         assert DDPMProcess(sch).grid is sch
 
 
@@ -390,11 +388,10 @@ def test_sigmoid_and_linear_ddpm_processes_use_their_schedule():
 def test_rank_parts_of_a_continuous_loss_add_up_to_the_whole_batch(name):
     """Data parallelism: every rank draws times, noise and label dropout for the whole batch and
     returns its part's sum over the whole batch's size, so the parts add up to the whole."""
-    from ddpm.models.unet import UNet
 
     process = CONTINUOUS[name]()
     torch.manual_seed(0)
-    model = UNet(channels=[8, 16], num_classes=10)
+    model = preset("model", "base", channels=[8, 16], num_classes=10)
     x0, labels = torch.rand(6, 1, 28, 28) * 2 - 1, torch.arange(6)
     for weighting in ("none", "min_snr"):
         torch.manual_seed(5)
@@ -408,11 +405,10 @@ def test_rank_parts_of_a_continuous_loss_add_up_to_the_whole_batch(name):
 
 @pytest.mark.parametrize("name", sorted(CONTINUOUS))
 def test_a_bf16_step_of_a_continuous_process_stays_near_fp32(name):
-    from ddpm.models.unet import UNet
 
     process = CONTINUOUS[name]()
     torch.manual_seed(0)
-    model = UNet(channels=[8, 16])
+    model = preset("model", "base", channels=[8, 16])
     x0 = torch.rand(8, 1, 28, 28) * 2 - 1
     torch.manual_seed(1)
     fp32 = process.loss(model, x0)
@@ -445,9 +441,9 @@ def test_every_formulation_preset_builds_its_process_on_the_same_network(make_cf
 
 
 def test_a_plan_started_partway_counts_its_own_network_calls():
-    proc = FlowProcess()
+    proc = preset("process", "flow")
     net = oracle(proc)
-    sampler = AdaptiveODESampler(proc.grid)
+    sampler = preset("sampler", "adaptive", schedule=proc.grid)
     sampler.sample(net, (16, 1, 1, 1))
     plan = sampler.starting_at(300)
     assert plan.nfe is None and sampler.nfe is not None  # not the whole sampler's count

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
-from ddpm.config import validate
+from ddpm.config import preset, validate
 from ddpm.errors import UserError
 from ddpm.models.flops import flops_per_image
 from ddpm.models.resunet import AttentionBlock, ResUNet
-from ddpm.models.unet import UNet
 
 PRESETS = {
     "res_tiny": 720_001,
@@ -34,26 +30,20 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def preset(name: str, **overrides: object) -> nn.Module:
-    """The preset's yaml (no Hydra composition: MNIST's size and channels in place of the
-    dataset interpolations), with ``overrides`` on top."""
-    mnist = {"in_channels": 1, "image_size": 28}
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / "model" / f"{name}.yaml"), mnist, overrides)
-    return instantiate(cfg)
-
-
 def tiny(**overrides: object) -> ResUNet:
     """Two levels at 8x8 (8 -> 4), attention at 4: builds and runs in milliseconds."""
     kwargs: dict[str, object] = {
         "channels": [8, 16],
         "num_res_blocks": 1,
+        "attention_levels": None,
         "attention_resolutions": [4],
         "attention_heads": 2,
         "dropout": 0.0,
+        "time_dim": None,
         "norm_groups": 4,
         "image_size": 8,
     }
-    return ResUNet(**{**kwargs, **overrides})
+    return preset("model", "res_tiny", **{**kwargs, **overrides})
 
 
 def unzero(model: nn.Module) -> nn.Module:
@@ -67,13 +57,13 @@ def unzero(model: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_have_their_documented_parameter_counts(name):
-    assert n_params(preset(name)) == PRESETS[name]
+    assert n_params(preset("model", name)) == PRESETS[name]
 
 
 @pytest.mark.parametrize("name", PRESETS)
 @pytest.mark.parametrize(("size", "in_ch"), [(28, 1), (32, 3)])
 def test_every_preset_maps_images_to_images(name, size, in_ch, one_thread):
-    model = preset(name, image_size=size, in_channels=in_ch)  # attention levels fit any size
+    model = preset("model", name, image_size=size, in_channels=in_ch)  # levels fit any size
     assert model.attention_resolutions == ATTENTION[name][size]
     x = torch.randn(1, in_ch, size, size)
     with torch.no_grad():
@@ -156,12 +146,9 @@ def test_a_bad_value_is_refused_with_one_line(overrides, message):
 
 
 def test_a_bad_list_from_a_yaml_reads_as_a_plain_list():
-    cfg = OmegaConf.load(CONF / "model" / "res_small.yaml")
-    cfg.attention_resolutions = [7, 3]  # a ListConfig, as instantiate passes it
-    cfg.attention_levels, cfg.in_channels, cfg.image_size = None, 1, 28
-    kwargs = {key: cfg[key] for key in cfg if key != "_target_"}
+    # instantiate passes the list as a ListConfig
     with pytest.raises(UserError, match=r"^model.attention_resolutions=\[7, 3\]: a list of"):
-        ResUNet(**kwargs)
+        preset("model", "res_small", attention_resolutions=[7, 3], attention_levels=None)
 
 
 def test_a_few_adamw_steps_lower_the_loss_on_a_fixed_batch(one_thread):
@@ -224,7 +211,7 @@ def test_attention_is_counted_on_the_cpu():
 
 
 def test_seed_base_unet_flops_match_the_study_note():
-    flops = flops_per_image(UNet(), (1, 28, 28))
+    flops = flops_per_image(preset("model", "base"), (1, 28, 28))
     assert flops["forward"] == 495_620_096
     assert flops["forward_backward"] == 1_485_955_072  # the note's 1.49 GFLOP per image
 
@@ -245,5 +232,5 @@ def test_flop_counting_leaves_gradients_alone():
     ],
 )
 def test_preset_flops_are_the_documented_ones(name, forward, forward_backward, one_thread):
-    flops = flops_per_image(preset(name), (1, 28, 28), batch_size=1)
+    flops = flops_per_image(preset("model", name), (1, 28, 28), batch_size=1)
     assert (flops["forward"], flops["forward_backward"]) == (forward, forward_backward)

@@ -5,32 +5,24 @@ import torch
 from conftest import GaussianOracle
 from hydra.utils import instantiate
 
-from ddpm.config import validate
+from ddpm.config import preset, validate
 from ddpm.diffusion.plans import SPACINGS
-from ddpm.diffusion.schedule import cosine, linear, sigmoid
 from ddpm.errors import UserError
-from ddpm.samplers import (
-    AncestralSampler,
-    DDIMSampler,
-    DPMSolverPP3MSampler,
-    DPMSolverPPSampler,
-    DPMSolverPPSDESampler,
-    HeunSampler,
-    Sampler,
-    spaced_timesteps,
-)
+from ddpm.samplers import Sampler, spaced_timesteps
 
 MU, S = 0.3, 0.2
-SCHEDULES = {"linear": linear, "cosine": cosine, "sigmoid": sigmoid}
+SCHEDULES = ("cosine", "linear", "sigmoid")
 SAMPLERS = {
-    "ddpm": lambda sch: AncestralSampler(sch),
-    "ddpm_100": lambda sch: AncestralSampler(sch, steps=100),
-    "ddim_eta0": lambda sch: DDIMSampler(sch, eta=0.0),
-    "ddim_eta1": lambda sch: DDIMSampler(sch, eta=1.0),
-    "dpm_solver_pp": lambda sch: DPMSolverPPSampler(sch),
-    "dpm_solver_pp_3m": lambda sch: DPMSolverPP3MSampler(sch),
-    "dpm_solver_pp_sde": lambda sch: DPMSolverPPSDESampler(sch),
-    "heun": lambda sch: HeunSampler(sch),
+    "ddpm": lambda sch: preset("sampler", "ddpm", schedule=sch),
+    "ddpm_100": lambda sch: preset("sampler", "ddpm", schedule=sch, steps=100),
+    "ddim_eta0": lambda sch: preset("sampler", "ddim", schedule=sch, eta=0.0),
+    "ddim_eta1": lambda sch: preset("sampler", "ddim", schedule=sch, eta=1.0),
+    "dpm_solver_pp": lambda sch: preset(
+        "sampler", "dpm_solver_pp", schedule=sch, spacing="linspace"
+    ),
+    "dpm_solver_pp_3m": lambda sch: preset("sampler", "dpm_solver_pp_3m", schedule=sch),
+    "dpm_solver_pp_sde": lambda sch: preset("sampler", "dpm_solver_pp_sde", schedule=sch),
+    "heun": lambda sch: preset("sampler", "heun", schedule=sch),
 }
 # Relative error allowed on the std, per sampler at its default step count. The mean comes out
 # within 0.004 everywhere; the std does not: s = 0.2 puts all the action between t = 0 and the
@@ -41,7 +33,7 @@ SAMPLERS = {
 # over those is the Monte Carlo error of a std from 20k samples (0.5%, 3 sigma).
 STD_TOL = {"ddpm": 0.035, "ddpm_100": 0.145, "ddim_eta0": 0.14, "ddim_eta1": 0.23}
 STD_TOL["dpm_solver_pp"] = 0.265
-# The new samplers at their constructor defaults, measured worst cases over the schedules:
+# The new samplers at their yaml's defaults, measured worst cases over the schedules:
 # 3M (20 calls, log-SNR plan) +1.5% (linear); 2M SDE (50 calls, log-SNR plan: the best 50-call
 # FID on the shared checkpoint) +1.2% (cosine); Heun (11 rows, Karras plan,
 # churn 2: its best FID) +28.1% (cosine: 10 rows of Heun over-disperse the Gaussian).
@@ -55,7 +47,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_every_sampler_recovers_the_gaussian(name, schedule, prediction):
-    sch = SCHEDULES[schedule](1000)
+    sch = preset("schedule", schedule, timesteps=1000)
     model = GaussianOracle(sch, MU, S, prediction)
     x, _ = SAMPLERS[name](sch).sample(
         model, (20_000, 1, 1, 1), generator=torch.Generator().manual_seed(0)
@@ -73,21 +65,31 @@ def _gain(sampler: Sampler, sch) -> float:
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 def test_deterministic_samplers_converge_and_dpm_solver_pp_faster(schedule):
-    sch = SCHEDULES[schedule](1000)
+    sch = preset("schedule", schedule, timesteps=1000)
 
     def err(sampler: Sampler) -> float:
         return abs(_gain(sampler, sch) - 1)
 
-    ddim = {n: err(DDIMSampler(sch, steps=n, clip_x0=False)) for n in (50, 200, 1000)}
-    dpm = {n: err(DPMSolverPPSampler(sch, steps=n, clip_x0=False)) for n in (50, 200)}
+    ddim = {
+        n: err(preset("sampler", "ddim", schedule=sch, steps=n, clip_x0=False))
+        for n in (50, 200, 1000)
+    }
+    dpm = {
+        n: err(
+            preset(
+                "sampler", "dpm_solver_pp", schedule=sch, steps=n, clip_x0=False, spacing="linspace"
+            )
+        )
+        for n in (50, 200)
+    }
     assert ddim[1000] < 0.01 and dpm[200] < 0.01  # exact in the limit
     assert 3.0 < ddim[50] / ddim[200] < 5.0  # first order: 4x the steps, ~1/4 the error
     assert dpm[50] < 0.6 * ddim[50] and dpm[200] < 0.5 * ddim[200]
 
 
 def test_one_reverse_step_is_the_posterior_formula():
-    sch = linear(1000)
-    sampler = AncestralSampler(sch, clip_x0=False)
+    sch = preset("schedule", "linear", timesteps=1000)
+    sampler = preset("sampler", "ddpm", schedule=sch, clip_x0=False)
     i = 500
     x_t = torch.tensor([[[[0.3, -1.2]]]])
     x0 = torch.tensor([[[[0.5, -0.25]]]])
@@ -104,7 +106,8 @@ def test_one_reverse_step_is_the_posterior_formula():
 
 
 def test_last_step_returns_the_clamped_x0_estimate():
-    sampler = AncestralSampler(linear(1000))
+    sch = preset("schedule", "linear", timesteps=1000)
+    sampler = preset("sampler", "ddpm", schedule=sch)
     model = GaussianOracle(sampler.table, mu=5.0, s=0.1)  # data far outside [-1, 1]
     x_t = torch.full((4, 1, 1, 1), 5.0)  # at t=0, x_t is nearly x0 itself
     x0 = sampler.predict_x0(model, x_t, 0)
@@ -118,8 +121,8 @@ def _ab(sch, t: int) -> float:
 
 @pytest.mark.parametrize("eta", [0.0, 0.5])
 def test_one_ddim_step_is_song_et_al_eq_12(eta):
-    sch = cosine(1000)
-    sampler = DDIMSampler(sch, steps=10, eta=eta, clip_x0=False)
+    sch = preset("schedule", "cosine", timesteps=1000)
+    sampler = preset("sampler", "ddim", schedule=sch, steps=10, eta=eta, clip_x0=False)
     i = 4  # row 4 of the plan [0, 111, 222, 333, 444, ...]: t = 444 -> s = 333
     t, s = sampler.table.timesteps[i].item(), sampler.table.timesteps[i - 1].item()
     assert (t, s) == (444, 333)
@@ -135,8 +138,10 @@ def test_one_ddim_step_is_song_et_al_eq_12(eta):
 
 
 def test_dpm_solver_pp_steps_are_lu_et_al_2m():
-    sch = sigmoid(1000)
-    sampler = DPMSolverPPSampler(sch, steps=10, clip_x0=False)
+    sch = preset("schedule", "sigmoid", timesteps=1000)
+    sampler = preset(
+        "sampler", "dpm_solver_pp", schedule=sch, steps=10, clip_x0=False, spacing="linspace"
+    )
     assert sampler.timesteps == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
 
     def lam(t: int) -> float:
@@ -171,9 +176,9 @@ def test_dpm_solver_pp_steps_are_lu_et_al_2m():
 
 
 def test_dpm_solver_pp_is_reset_between_calls():
-    sch = linear(1000)
+    sch = preset("schedule", "linear", timesteps=1000)
     model = GaussianOracle(sch, MU, S)
-    sampler = DPMSolverPPSampler(sch)
+    sampler = preset("sampler", "dpm_solver_pp", schedule=sch, spacing="linspace")
     x_T = torch.randn(64, 1, 1, 1)
     first, _ = sampler.sample(model, x_T.shape, x_T=x_T)
     assert sampler._history and sampler._history[-1][0] == 0
@@ -182,43 +187,46 @@ def test_dpm_solver_pp_is_reset_between_calls():
 
 
 def test_ddim_with_eta_zero_is_deterministic_given_x_T():
-    sch = cosine(1000)
+    sch = preset("schedule", "cosine", timesteps=1000)
     model = GaussianOracle(sch, MU, S)
     x_T = torch.randn(256, 1, 1, 1)
-    a, _ = DDIMSampler(sch).sample(
+    a, _ = preset("sampler", "ddim", schedule=sch).sample(
         model, x_T.shape, x_T=x_T, generator=torch.Generator().manual_seed(1)
     )
-    b, _ = DDIMSampler(sch).sample(
+    b, _ = preset("sampler", "ddim", schedule=sch).sample(
         model, x_T.shape, x_T=x_T, generator=torch.Generator().manual_seed(2)
     )
     assert torch.equal(a, b)
-    c, _ = DDIMSampler(sch, eta=1.0).sample(
+    c, _ = preset("sampler", "ddim", schedule=sch, eta=1.0).sample(
         model, x_T.shape, x_T=x_T, generator=torch.Generator().manual_seed(2)
     )
     assert not torch.equal(a, c)
 
 
 def test_ddim_with_eta_one_is_the_ancestral_sampler_on_the_same_plan():
-    sch = linear(1000)
+    sch = preset("schedule", "linear", timesteps=1000)
     model = GaussianOracle(sch, MU, S)
     x_T = torch.randn(256, 1, 1, 1)
     runs = [
         s.sample(model, x_T.shape, x_T=x_T, generator=torch.Generator().manual_seed(5))[0]
-        for s in (DDIMSampler(sch, steps=50, eta=1.0), AncestralSampler(sch, steps=50))
+        for s in (
+            preset("sampler", "ddim", schedule=sch, steps=50, eta=1.0),
+            preset("sampler", "ddpm", schedule=sch, steps=50),
+        )
     ]
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-5)
 
 
 def test_ddpm_respaced_to_all_steps_is_the_ancestral_sampler_bit_for_bit():
-    sch = cosine(1000)
+    sch = preset("schedule", "cosine", timesteps=1000)
     model = GaussianOracle(sch, MU, S)
-    full = AncestralSampler(sch)
+    full = preset("sampler", "ddpm", schedule=sch)
     outs = [
         s.sample(model, (512, 1, 1, 1), generator=torch.Generator().manual_seed(9))[0]
         for s in (
             full,
-            AncestralSampler(sch, steps=1000),
-            AncestralSampler(sch.respace(range(1000))),
+            preset("sampler", "ddpm", schedule=sch, steps=1000),
+            preset("sampler", "ddpm", schedule=sch.respace(range(1000))),
         )
     ]
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
@@ -228,30 +236,37 @@ def test_spacing_is_explicit():
     assert spaced_timesteps(1000, None) == list(range(1000))
     assert spaced_timesteps(1000, 5) == [0, 250, 500, 749, 999]  # round(linspace(0, 999, 5))
     assert spaced_timesteps(10, 1) == [9]
-    assert AncestralSampler(linear(1000), steps=5).timesteps == [999, 749, 500, 250, 0]
-    assert DDIMSampler(linear(1000)).timesteps[:3] == [999, 979, 958]  # 50 steps by default
-    assert len(DDIMSampler(linear(1000)).timesteps) == 50
-    assert len(DPMSolverPPSampler(linear(1000)).timesteps) == 20
+    sch = preset("schedule", "linear", timesteps=1000)
+    assert preset("sampler", "ddpm", schedule=sch, steps=5).timesteps == [999, 749, 500, 250, 0]
+    ddim = preset("sampler", "ddim", schedule=sch)
+    assert ddim.timesteps[:3] == [999, 979, 958]  # 50 steps by default
+    assert len(ddim.timesteps) == 50
+    dpm = preset("sampler", "dpm_solver_pp", schedule=sch, spacing="linspace")
+    assert len(dpm.timesteps) == 20
 
 
 def test_starting_at_restricts_the_plan_to_timesteps_up_to_t():
-    sch = linear(1000)
-    ddim = DDIMSampler(sch, steps=50)
+    sch = preset("schedule", "linear", timesteps=1000)
+    ddim = preset("sampler", "ddim", schedule=sch, steps=50)
     short = ddim.starting_at(200)
     assert short.timesteps == spaced_timesteps(201, 50)[::-1]
     assert short.timesteps[0] == 200 and short.timesteps[-1] == 0 and len(short.timesteps) == 50
     assert torch.equal(short.table.alpha_bar, sch.alpha_bar[short.table.timesteps])
     assert ddim.timesteps[0] == 999 and short.eta == ddim.eta  # the original is untouched
-    assert AncestralSampler(sch).starting_at(10).timesteps == list(range(10, -1, -1))
-    assert AncestralSampler(sch).starting_at(999).table is sch
+    assert preset("sampler", "ddpm", schedule=sch).starting_at(10).timesteps == list(
+        range(10, -1, -1)
+    )
+    assert preset("sampler", "ddpm", schedule=sch).starting_at(999).table is sch
     with pytest.raises(ValueError):
         ddim.starting_at(1000)
 
 
 def test_trajectory_records_the_requested_steps():
-    sch = linear(100)
+    sch = preset("schedule", "linear", timesteps=100)
     model = GaussianOracle(sch, 0.0, 0.5)
-    x, traj = AncestralSampler(sch).sample(model, (3, 1, 1, 1), record=[99, 50, 0])
+    x, traj = preset("sampler", "ddpm", schedule=sch).sample(
+        model, (3, 1, 1, 1), record=[99, 50, 0]
+    )
     assert sorted(traj) == [0, 50, 99]
     assert torch.equal(traj[0], x[0])
 
@@ -285,55 +300,70 @@ def test_every_yaml_is_tested():
 
 
 BAD = [
-    (AncestralSampler, {"steps": 0}, "sampler.steps=0: null or 1..schedule.timesteps=1000"),
-    (DDIMSampler, {"steps": 1001}, "sampler.steps=1001: null or 1..schedule.timesteps=1000"),
-    (DDIMSampler, {"steps": 2.5}, "sampler.steps=2.5: null or 1..schedule.timesteps=1000"),
+    ("ddpm", {"steps": 0}, "sampler.steps=0: null or 1..schedule.timesteps=1000"),
+    ("ddim", {"steps": 1001}, "sampler.steps=1001: null or 1..schedule.timesteps=1000"),
+    ("ddim", {"steps": 2.5}, "sampler.steps=2.5: null or 1..schedule.timesteps=1000"),
     (
-        HeunSampler,
+        "heun",
         {"spacing": "foo"},
         "sampler.spacing='foo': one of linspace, leading, trailing, quadratic, logsnr, karras",
     ),
-    (DDIMSampler, {"eta": 1.5}, "sampler.eta=1.5: a number in [0, 1] (0 = deterministic, 1 = "),
-    (DDIMSampler, {"eta": -0.5}, "sampler.eta=-0.5: a number in [0, 1]"),
-    (AncestralSampler, {"variance": "big"}, "sampler.variance='big': one of beta_tilde, beta"),
-    (DPMSolverPPSampler, {"order": 4}, "sampler.order=4: 1, 2 or 3"),
+    ("ddim", {"eta": 1.5}, "sampler.eta=1.5: a number in [0, 1] (0 = deterministic, 1 = "),
+    ("ddim", {"eta": -0.5}, "sampler.eta=-0.5: a number in [0, 1]"),
+    ("ddpm", {"variance": "big"}, "sampler.variance='big': one of beta_tilde, beta"),
+    ("dpm_solver_pp", {"order": 4}, "sampler.order=4: 1, 2 or 3"),
     (
-        DPMSolverPP3MSampler,
+        "dpm_solver_pp_3m",
         {"final_step": "euler"},
         "sampler.final_step='euler': one of first_order, full_order",
     ),
-    (HeunSampler, {"churn": -1}, "sampler.churn=-1: a number >= 0"),
-    (DPMSolverPPSDESampler, {"clip_x0": "yes"}, "sampler.clip_x0='yes': true or false"),
+    ("heun", {"churn": -1}, "sampler.churn=-1: a number >= 0"),
+    ("dpm_solver_pp_sde", {"clip_x0": "yes"}, "sampler.clip_x0='yes': true or false"),
     (
-        DPMSolverPPSDESampler,
+        "dpm_solver_pp_sde",
         {"dynamic_threshold": 1.5},
         "sampler.dynamic_threshold=1.5: null or a percentile in [0.5, 1)",
     ),
-    (DPMSolverPPSampler, {"guidance_scale": -1}, "sampler.guidance_scale=-1: a number >= 0"),
+    ("dpm_solver_pp", {"guidance_scale": -1}, "sampler.guidance_scale=-1: a number >= 0"),
 ]
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "message"), BAD)
-def test_bad_sampler_keys_are_one_line_user_errors(cls, kwargs, message):
+@pytest.mark.parametrize(("option", "kwargs", "message"), BAD)
+def test_bad_sampler_keys_are_one_line_user_errors(option, kwargs, message):
+    sch = preset("schedule", "linear", timesteps=1000)
     with pytest.raises(UserError) as err:
-        cls(linear(1000), **kwargs)
+        preset("sampler", option, schedule=sch, **kwargs)
     text = str(err.value)
     assert text.startswith(message) and "\n" not in text
 
 
 ALL = {
-    "ancestral": lambda sch, sp: AncestralSampler(sch, steps=20, spacing=sp),
-    "ancestral_beta": lambda sch, sp: AncestralSampler(sch, steps=20, spacing=sp, variance="beta"),
-    "ddim": lambda sch, sp: DDIMSampler(sch, steps=20, spacing=sp),
-    "ddim_eta0.5": lambda sch, sp: DDIMSampler(sch, steps=20, spacing=sp, eta=0.5),
-    "dpm_2m": lambda sch, sp: DPMSolverPPSampler(sch, steps=20, spacing=sp),
-    "dpm_2m_full": lambda sch, sp: DPMSolverPPSampler(
-        sch, steps=20, spacing=sp, final_step="full_order"
+    "ancestral": lambda sch, sp: preset("sampler", "ddpm", schedule=sch, steps=20, spacing=sp),
+    "ancestral_beta": lambda sch, sp: preset(
+        "sampler", "ddpm", schedule=sch, steps=20, spacing=sp, variance="beta"
     ),
-    "dpm_3m": lambda sch, sp: DPMSolverPP3MSampler(sch, steps=20, spacing=sp),
-    "dpm_2m_sde": lambda sch, sp: DPMSolverPPSDESampler(sch, steps=20, spacing=sp),
-    "heun": lambda sch, sp: HeunSampler(sch, steps=10, spacing=sp, churn=0.0),
-    "heun_churn": lambda sch, sp: HeunSampler(sch, steps=10, spacing=sp, churn=2.0),
+    "ddim": lambda sch, sp: preset("sampler", "ddim", schedule=sch, steps=20, spacing=sp),
+    "ddim_eta0.5": lambda sch, sp: preset(
+        "sampler", "ddim", schedule=sch, steps=20, spacing=sp, eta=0.5
+    ),
+    "dpm_2m": lambda sch, sp: preset(
+        "sampler", "dpm_solver_pp", schedule=sch, steps=20, spacing=sp
+    ),
+    "dpm_2m_full": lambda sch, sp: preset(
+        "sampler", "dpm_solver_pp", schedule=sch, steps=20, spacing=sp, final_step="full_order"
+    ),
+    "dpm_3m": lambda sch, sp: preset(
+        "sampler", "dpm_solver_pp_3m", schedule=sch, steps=20, spacing=sp
+    ),
+    "dpm_2m_sde": lambda sch, sp: preset(
+        "sampler", "dpm_solver_pp_sde", schedule=sch, steps=20, spacing=sp
+    ),
+    "heun": lambda sch, sp: preset(
+        "sampler", "heun", schedule=sch, steps=10, spacing=sp, churn=0.0
+    ),
+    "heun_churn": lambda sch, sp: preset(
+        "sampler", "heun", schedule=sch, steps=10, spacing=sp, churn=2.0
+    ),
 }
 # Relative std error on the Gaussian oracle (linear schedule, the hardest, s = 0.2, 20k samples,
 # seed 0) at ~20 network calls, as measured; spacings in SPACINGS order: linspace, leading,
@@ -358,7 +388,7 @@ STD_ERR = {
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("name", list(ALL))
 def test_gaussian_oracle_error_of_every_sampler_and_spacing_is_pinned(name, spacing):
-    sch = linear(1000)
+    sch = preset("schedule", "linear", timesteps=1000)
     sampler = ALL[name](sch, spacing)
     x, _ = sampler.sample(
         GaussianOracle(sch, MU, S), (20_000, 1, 1, 1), generator=torch.Generator().manual_seed(0)
@@ -370,29 +400,65 @@ def test_gaussian_oracle_error_of_every_sampler_and_spacing_is_pinned(name, spac
 
 def test_logsnr_plan_fixes_the_solvers_that_linspace_starves():
     """The issue's oracle: DPM-Solver++-20 on linspace is -24%; on logsnr within 2%."""
-    sch = linear(1000)
-    linspace = abs(_gain(DPMSolverPPSampler(sch, steps=20, clip_x0=False), sch) - 1)
-    logsnr = abs(_gain(DPMSolverPPSampler(sch, steps=20, spacing="logsnr", clip_x0=False), sch) - 1)
+    sch = preset("schedule", "linear", timesteps=1000)
+    linspace = abs(
+        _gain(
+            preset(
+                "sampler",
+                "dpm_solver_pp",
+                schedule=sch,
+                steps=20,
+                clip_x0=False,
+                spacing="linspace",
+            ),
+            sch,
+        )
+        - 1
+    )
+    logsnr = abs(
+        _gain(
+            preset(
+                "sampler", "dpm_solver_pp", schedule=sch, steps=20, spacing="logsnr", clip_x0=False
+            ),
+            sch,
+        )
+        - 1
+    )
     assert linspace > 0.2 and logsnr < 0.02
 
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 def test_heun_and_3m_converge_at_second_order_or_better(schedule):
-    sch = SCHEDULES[schedule](1000)
+    sch = preset("schedule", schedule, timesteps=1000)
 
     def err(sampler: Sampler) -> float:
         return abs(_gain(sampler, sch) - 1)
 
     heun = {
-        n: err(HeunSampler(sch, steps=n, spacing="logsnr", churn=0.0, clip_x0=False))
+        n: err(
+            preset(
+                "sampler", "heun", schedule=sch, steps=n, spacing="logsnr", churn=0.0, clip_x0=False
+            )
+        )
         for n in (25, 50)
     }
     assert heun[25] / heun[50] > 3.0  # 2x the steps, ~1/4 the error
-    ddim = err(DDIMSampler(sch, steps=99, spacing="logsnr", clip_x0=False))
+    ddim = err(preset("sampler", "ddim", schedule=sch, steps=99, spacing="logsnr", clip_x0=False))
     assert heun[50] < 0.3 * ddim  # same 99 calls
     for n in (20, 50):
-        m3 = err(DPMSolverPP3MSampler(sch, steps=n, spacing="logsnr", clip_x0=False))
-        assert m3 < 0.15 * err(DDIMSampler(sch, steps=n, spacing="logsnr", clip_x0=False))
+        m3 = err(
+            preset(
+                "sampler",
+                "dpm_solver_pp_3m",
+                schedule=sch,
+                steps=n,
+                spacing="logsnr",
+                clip_x0=False,
+            )
+        )
+        assert m3 < 0.15 * err(
+            preset("sampler", "ddim", schedule=sch, steps=n, spacing="logsnr", clip_x0=False)
+        )
 
 
 class CountingOracle(GaussianOracle):
@@ -413,23 +479,23 @@ class CountingOracle(GaussianOracle):
 
 
 NFE = [
-    (AncestralSampler, {}, 1000),
-    (AncestralSampler, {"steps": 50}, 50),
-    (DDIMSampler, {"steps": 10, "eta": 0.3}, 10),
-    (DPMSolverPPSampler, {"steps": 7, "spacing": "logsnr"}, 7),
-    (DPMSolverPP3MSampler, {"steps": 12, "spacing": "karras"}, 12),
-    (DPMSolverPPSDESampler, {"steps": 5, "spacing": "trailing"}, 5),
-    (HeunSampler, {"steps": 6}, 10),  # 5 steps, the first (from sigma ~ 2e4 > 80) Euler
-    (HeunSampler, {"steps": 6, "churn": 1.0}, 10),
-    (HeunSampler, {"steps": 1}, 1),
+    ("ddpm", {}, 1000),
+    ("ddpm", {"steps": 50}, 50),
+    ("ddim", {"steps": 10, "eta": 0.3}, 10),
+    ("dpm_solver_pp", {"steps": 7, "spacing": "logsnr"}, 7),
+    ("dpm_solver_pp_3m", {"steps": 12, "spacing": "karras"}, 12),
+    ("dpm_solver_pp_sde", {"steps": 5, "spacing": "trailing"}, 5),
+    ("heun", {"steps": 6}, 10),  # 5 steps, the first (from sigma ~ 2e4 > 80) Euler
+    ("heun", {"steps": 6, "churn": 1.0}, 10),
+    ("heun", {"steps": 1}, 1),
 ]
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "nfe"), NFE)
-def test_nfe_is_the_network_calls_per_image(cls, kwargs, nfe):
-    sch = cosine(1000)
+@pytest.mark.parametrize(("option", "kwargs", "nfe"), NFE)
+def test_nfe_is_the_network_calls_per_image(option, kwargs, nfe):
+    sch = preset("schedule", "cosine", timesteps=1000)
     model = CountingOracle(sch)
-    sampler = cls(sch, **kwargs)
+    sampler = preset("sampler", option, schedule=sch, **kwargs)
     assert sampler.nfe == nfe
     sampler.sample(model, (3, 1, 1, 1), generator=torch.Generator().manual_seed(0))
     assert model.calls == [3] * nfe
@@ -449,18 +515,18 @@ class FixedLabels(torch.nn.Module):
         return self.model(x_t, t, self.labels)
 
 
-@pytest.mark.parametrize("cls", [DPMSolverPP3MSampler, DPMSolverPPSDESampler, HeunSampler])
-def test_guidance_limits_are_bit_exact_through_every_new_sampler(cls):
+@pytest.mark.parametrize("option", ["dpm_solver_pp_3m", "dpm_solver_pp_sde", "heun"])
+def test_guidance_limits_are_bit_exact_through_every_new_sampler(option):
     """Scale 1 (0) with labels is, bit for bit, the plain conditional (null-label) model; other
     scales run one doubled call per network call."""
-    sch = cosine(1000)
+    sch = preset("schedule", "cosine", timesteps=1000)
     model = CountingOracle(sch)
     labels = torch.tensor([3, 1, 4])
     x_T = torch.randn(3, 1, 1, 1)
-    extra = {"churn": 1.0} if cls is HeunSampler else {}
+    extra = {"churn": 1.0} if option == "heun" else {}
 
     def run(net, scale, **kw):
-        sampler = cls(sch, steps=6, guidance_scale=scale, **extra)
+        sampler = preset("sampler", option, schedule=sch, steps=6, guidance_scale=scale, **extra)
         gen = torch.Generator().manual_seed(2)
         return sampler.sample(net, x_T.shape, x_T=x_T, generator=gen, **kw)[0]
 
@@ -468,13 +534,13 @@ def test_guidance_limits_are_bit_exact_through_every_new_sampler(cls):
         assert torch.equal(run(model, scale, labels=labels), run(FixedLabels(model, fixed), 1.0))
     model.calls.clear()
     run(model, 2.0, labels=labels)
-    assert model.calls == [6] * cls(sch, steps=6).nfe
+    assert model.calls == [6] * preset("sampler", option, schedule=sch, steps=6).nfe
 
 
 def test_one_ancestral_step_with_beta_variance_draws_the_forward_steps_noise():
-    sch = cosine(1000)
-    tilde = AncestralSampler(sch, steps=10, clip_x0=False)
-    beta = AncestralSampler(sch, steps=10, variance="beta", clip_x0=False)
+    sch = preset("schedule", "cosine", timesteps=1000)
+    tilde = preset("sampler", "ddpm", schedule=sch, steps=10, clip_x0=False)
+    beta = preset("sampler", "ddpm", schedule=sch, steps=10, variance="beta", clip_x0=False)
     x_t, x0 = (
         torch.tensor([0.4, -0.9]).reshape(2, 1, 1, 1),
         torch.tensor([0.1, 0.5]).reshape(2, 1, 1, 1),
@@ -503,8 +569,10 @@ def _lam(sch, t: int) -> float:
 
 
 def test_dpm_solver_pp_3m_step_is_the_third_order_multistep_formula():
-    sch = cosine(1000)
-    sampler = DPMSolverPP3MSampler(sch, steps=10, spacing="logsnr", clip_x0=False)
+    sch = preset("schedule", "cosine", timesteps=1000)
+    sampler = preset(
+        "sampler", "dpm_solver_pp_3m", schedule=sch, steps=10, spacing="logsnr", clip_x0=False
+    )
     ts = sampler.timesteps
     x = torch.tensor([1.2, -0.3]).reshape(2, 1, 1, 1)
     ds = [torch.tensor(v).reshape(2, 1, 1, 1) for v in ([0.1, 0.2], [0.3, -0.1], [0.5, -0.4])]
@@ -528,9 +596,11 @@ def test_dpm_solver_pp_3m_step_is_the_third_order_multistep_formula():
 
 
 def test_dpm_solver_pp_sde_first_step_is_ancestral_and_second_adds_the_2m_term():
-    sch = cosine(1000)
-    sde = DPMSolverPPSDESampler(sch, steps=10, spacing="karras", clip_x0=False)
-    anc = AncestralSampler(sch, steps=10, spacing="karras", clip_x0=False)
+    sch = preset("schedule", "cosine", timesteps=1000)
+    sde = preset(
+        "sampler", "dpm_solver_pp_sde", schedule=sch, steps=10, spacing="karras", clip_x0=False
+    )
+    anc = preset("sampler", "ddpm", schedule=sch, steps=10, spacing="karras", clip_x0=False)
     x = torch.tensor([0.8, -1.4]).reshape(2, 1, 1, 1)
     d9, d8 = (
         torch.tensor([0.2, -0.6]).reshape(2, 1, 1, 1),
@@ -559,8 +629,10 @@ def test_dpm_solver_pp_sde_first_step_is_ancestral_and_second_adds_the_2m_term()
 @pytest.mark.parametrize("churn", [0.0, 3.0])
 def test_heun_step_is_edm_algorithm_2(churn):
     """One Heun step in (y = x/alpha, sigma) coordinates, with and without churn, in float64."""
-    sch = linear(1000)
-    sampler = HeunSampler(sch, steps=5, spacing="karras", churn=churn, clip_x0=False)
+    sch = preset("schedule", "linear", timesteps=1000)
+    sampler = preset(
+        "sampler", "heun", schedule=sch, steps=5, spacing="karras", churn=churn, clip_x0=False
+    )
     model = GaussianOracle(sch, MU, S)
     i = 3
     t, s = sampler.timesteps[1], sampler.timesteps[2]
@@ -592,7 +664,8 @@ def test_heun_step_is_edm_algorithm_2(churn):
 
 
 def test_dynamic_thresholding_rescales_each_image_by_its_percentile():
-    sampler = DDIMSampler(linear(1000), dynamic_threshold=0.9)
+    sch = preset("schedule", "linear", timesteps=1000)
+    sampler = preset("sampler", "ddim", schedule=sch, dynamic_threshold=0.9)
     x0 = torch.stack([torch.linspace(-0.5, 0.5, 100), torch.linspace(-3.0, 3.0, 100)])
     x0 = x0.reshape(2, 1, 10, 10)
     out = sampler.handle_x0(x0)
@@ -600,16 +673,18 @@ def test_dynamic_thresholding_rescales_each_image_by_its_percentile():
     s = torch.quantile(x0[1].abs().flatten(), 0.9)
     torch.testing.assert_close(out[1], x0[1].clamp(-s, s) / s)
     assert out[1].abs().max() == 1.0
-    clamp = DDIMSampler(linear(1000)).handle_x0(x0)
+    clamp = preset("sampler", "ddim", schedule=sch).handle_x0(x0)
     assert torch.equal(clamp, x0.clamp(-1, 1))
-    assert torch.equal(DDIMSampler(linear(1000), clip_x0=False).handle_x0(x0), x0)
+    assert torch.equal(preset("sampler", "ddim", schedule=sch, clip_x0=False).handle_x0(x0), x0)
 
 
 def test_heun_steps_from_above_sigma_max_are_single_call_ddim_steps():
-    sch = cosine(1000)  # sigma(999) ~ 2e4, far above EDM's sigma_max = 80
+    sch = preset(
+        "schedule", "cosine", timesteps=1000
+    )  # sigma(999) ~ 2e4, far above EDM's sigma_max = 80
     heun, ddim = (
-        HeunSampler(sch, steps=5, spacing="karras"),
-        DDIMSampler(sch, steps=5, spacing="karras"),
+        preset("sampler", "heun", schedule=sch, steps=5, spacing="karras"),
+        preset("sampler", "ddim", schedule=sch, steps=5, spacing="karras"),
     )
     model = CountingOracle(sch)
     x = torch.randn(4, 1, 1, 1)

@@ -5,12 +5,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ddpm.diffusion.schedule import NoiseSchedule, cosine, linear, sigmoid
+from ddpm.config import preset
+from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError
 
 
 def test_linear_matches_its_closed_form():
-    sch = linear(1000, 1e-4, 0.02)
+    sch = preset("schedule", "linear", timesteps=1000, beta_start=1e-4, beta_end=0.02)
     betas = np.linspace(1e-4, 0.02, 1000)
     ab = np.cumprod(1 - betas)
     np.testing.assert_allclose(sch.betas.numpy(), betas, rtol=1e-6)
@@ -21,7 +22,7 @@ def test_linear_matches_its_closed_form():
 
 
 def test_posterior_terms_match_their_formulas():
-    sch = linear(1000)
+    sch = preset("schedule", "linear", timesteps=1000)
     b = np.linspace(1e-4, 0.02, 1000)
     ab = np.cumprod(1 - b)
     abp = np.concatenate([[1.0], ab[:-1]])
@@ -36,7 +37,7 @@ def test_posterior_terms_match_their_formulas():
 
 def test_cosine_matches_nichol_dhariwal():
     T, s = 1000, 0.008
-    sch = cosine(T, s=s, max_beta=0.999)
+    sch = preset("schedule", "cosine", timesteps=T, s=s, max_beta=0.999)
     f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
     for t in [0, 1, 100, 500, 900, 990]:
         assert sch.alpha_bar[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-5)
@@ -45,13 +46,13 @@ def test_cosine_matches_nichol_dhariwal():
 
 
 def test_overrides_change_the_table():
-    sch = linear(timesteps=10, beta_start=0.1, beta_end=0.2)
+    sch = preset("schedule", "linear", timesteps=10, beta_start=0.1, beta_end=0.2)
     assert len(sch) == 10
     assert sch.betas[0].item() == pytest.approx(0.1) and sch.betas[-1].item() == pytest.approx(0.2)
 
 
 def test_q_sample_has_the_right_marginals():
-    sch = linear(1000)
+    sch = preset("schedule", "linear", timesteps=1000)
     x0 = torch.full((200_000, 1, 1, 1), 0.7)
     for step in [0, 250, 999]:
         t = torch.full((len(x0),), step)
@@ -62,7 +63,7 @@ def test_q_sample_has_the_right_marginals():
 
 
 def test_respacing_keeps_the_marginals_and_the_full_plan_is_identical():
-    sch = linear(1000)
+    sch = preset("schedule", "linear", timesteps=1000)
     full = sch.respace(range(1000))
     for name in ["betas", "alpha_bar", "posterior_variance", "posterior_mean_coef1"]:
         assert torch.equal(getattr(full, name), getattr(sch, name)), name
@@ -96,7 +97,7 @@ def _sigmoid_alpha_bar(u: float, start: float, end: float, tau: float) -> float:
 )
 def test_sigmoid_matches_its_closed_form(start, end, tau):
     T = 1000
-    sch = sigmoid(T, start=start, end=end, tau=tau)
+    sch = preset("schedule", "sigmoid", timesteps=T, start=start, end=end, tau=tau)
     for t in [0, 1, 10, 250, 499, 750, 990, 997]:
         expected = _sigmoid_alpha_bar((t + 1) / T, start, end, tau)
         assert sch.alpha_bar[t].item() == pytest.approx(expected, rel=1e-5), t
@@ -105,7 +106,7 @@ def test_sigmoid_matches_its_closed_form(start, end, tau):
 
 
 def test_sigmoid_defaults_are_symmetric_about_the_middle():
-    sch = sigmoid(1000)
+    sch = preset("schedule", "sigmoid", timesteps=1000)
     assert sch.alpha_bar[499].item() == pytest.approx(0.5, abs=1e-7)  # u = 1/2: S(0) = 1/2
     # Symmetric sigmoid: alpha_bar(u) + alpha_bar(1 - u) = 1 away from the clipped end.
     for t in [9, 99, 299]:
@@ -127,12 +128,12 @@ def test_sigmoid_defaults_are_symmetric_about_the_middle():
 )
 def test_bad_sigmoid_knobs_are_user_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
-        sigmoid(100, **kwargs)
+        preset("schedule", "sigmoid", timesteps=100, **kwargs)
 
 
-@pytest.mark.parametrize("make", [linear, cosine, sigmoid])
-def test_half_log_snr_is_dpm_solvers_lambda(make):
-    sch = make(1000)
+@pytest.mark.parametrize("option", ["linear", "cosine", "sigmoid"])
+def test_half_log_snr_is_dpm_solvers_lambda(option):
+    sch = preset("schedule", option, timesteps=1000)
     ab = sch._alpha_bar64
     lam = 0.5 * torch.log(ab / (1 - ab))
     torch.testing.assert_close(sch.half_log_snr, lam.float())
@@ -145,7 +146,7 @@ def test_half_log_snr_is_dpm_solvers_lambda(make):
 def test_every_schedule_option_exposes_the_same_tables(make_cfg, option):
     cfg = make_cfg(f"schedule={option}", "schedule.timesteps=200")
     sch = instantiate(cfg.schedule)
-    reference = linear(200)
+    reference = preset("schedule", "linear", timesteps=200)
     tables = {k for k, v in vars(reference).items() if isinstance(v, torch.Tensor)}
     assert {k for k, v in vars(sch).items() if isinstance(v, torch.Tensor)} == tables
     for name in tables - {"_alpha_bar64"}:

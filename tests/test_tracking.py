@@ -13,9 +13,10 @@ from PIL import Image
 from wandb_files import read_runs
 
 from ddpm.compare import compare
+from ddpm.config import preset
 from ddpm.errors import UserError
 from ddpm.run import run
-from ddpm.tracking import HydraJob, WandbTracker, has_wandb_credentials, read_metrics
+from ddpm.tracking import HydraJob, has_wandb_credentials, read_metrics
 
 # Tiny jobs for sweeps on the command line (the conftest list minus the logger choice).
 SWEEP_BASE = [o for o in TINY if not o.startswith("logger")] + ["logger.mode=offline"]
@@ -168,7 +169,7 @@ def test_credentials_come_from_the_environment_or_netrc(tmp_path, monkeypatch):
 
 def test_an_unknown_mode_is_refused(tmp_path):
     with pytest.raises(UserError, match="logger.mode='sometimes': one of auto, online"):
-        WandbTracker(tmp_path, mode="sometimes")
+        preset("logger", "wandb", run_dir=tmp_path, mode="sometimes")
 
 
 def test_compare_on_a_missing_dir_is_one_line(tmp_path, capsys):

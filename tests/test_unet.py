@@ -2,8 +2,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from ddpm.config import preset
 from ddpm.errors import UserError
-from ddpm.models.unet import UNet, sinusoidal_embedding
+from ddpm.models.unet import sinusoidal_embedding
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -33,14 +34,16 @@ def test_every_model_config_maps_images_to_images(make_cfg, name):
     ("channels", "size", "in_ch"), [([16], 28, 1), ([16, 32], 28, 1), ([8, 16, 32, 64], 32, 3)]
 )
 def test_any_depth_the_image_size_allows(channels, size, in_ch):
-    model = UNet(channels=channels, norm_groups=8, in_channels=in_ch, image_size=size)
+    model = preset(
+        "model", "base", channels=channels, norm_groups=8, in_channels=in_ch, image_size=size
+    )
     x = torch.randn(2, in_ch, size, size)
     assert model(x, torch.tensor([1, 2])).shape == x.shape
 
 
 def test_depth_the_image_cannot_halve_is_refused():
     with pytest.raises(UserError, match=r"model.image_size=28: divisible by 2\^\(levels-1\)=8"):
-        UNet(channels=[8, 16, 32, 64], image_size=28)
+        preset("model", "base", channels=[8, 16, 32, 64], image_size=28)
 
 
 def test_time_embedding_is_half_sin_half_cos():

@@ -19,7 +19,7 @@ from ddpm.data.base import (
     check_ten_classes,
     to_model_range,
 )
-from ddpm.errors import UserError, require
+from ddpm.errors import UserError, fail, require
 
 FOLDER = "cifar-10-batches-py"
 FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")
@@ -57,15 +57,16 @@ class Cifar10:
 
     def __init__(
         self,
-        root: str | Path = "data",
-        train: bool = True,
-        download: bool = True,
-        classes: list[int] | None = None,
-        channels: int = 3,
-        image_size: int = 32,
-        num_classes: int = 10,
-        checksums: bool = True,
-        max_gib: float = 4.0,
+        *,
+        root: str | Path,
+        train: bool,
+        download: bool,
+        classes: list[int] | None,
+        channels: int,
+        image_size: int,
+        num_classes: int,
+        checksums: bool,
+        max_gib: float,
     ) -> None:
         classes = check_ten_classes(classes, "classes", 32, image_size)
         require(channels in (1, 3), "dataset.channels", channels, "3 (RGB) or 1 (grey)")
@@ -87,12 +88,13 @@ class Cifar10:
             if not existed and self.root.is_dir() and not any(self.root.iterdir()):
                 self.root.rmdir()
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(
-                f"dataset.root={str(self.root)!r}: CIFAR-10 is missing or unreadable in "
-                f"{folder} ({reason}); unpack cifar-10-python.tar.gz there ({', '.join(FILES)}),"
-                " or point dataset.root (env DDPM_DATA_ROOT) at the folder that holds "
-                f"{FOLDER}"
-            ) from None
+            fail(
+                "dataset.root",
+                str(self.root),
+                f"CIFAR-10 is missing or unreadable in {folder} ({reason}); unpack "
+                f"cifar-10-python.tar.gz there ({', '.join(FILES)}), or point dataset.root "
+                f"(env DDPM_DATA_ROOT) at the folder that holds {FOLDER}",
+            )
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # (N, 3, 32, 32) uint8
         labels = torch.tensor(ds.targets, dtype=torch.long)
         if len(labels) != len(images) or (len(labels) and int(labels.max()) > 9):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ddpm.data.base import ImageDataset, check_common, check_memory, to_model_range
-from ddpm.errors import UserError, is_int, require
+from ddpm.errors import UserError, fail, is_int, require
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -41,13 +41,14 @@ class ImageFolder:
 
     def __init__(
         self,
-        root: str | Path | None = None,
-        train: bool = True,
-        channels: int = 3,
-        image_size: int = 32,
-        num_classes: int | None = None,
-        resize: bool = True,
-        max_gib: float = 4.0,
+        *,
+        root: str | Path | None,
+        train: bool,
+        channels: int,
+        image_size: int,
+        num_classes: int | None,
+        resize: bool,
+        max_gib: float,
     ) -> None:
         require(
             root is not None and str(root) != "",
@@ -72,35 +73,39 @@ class ImageFolder:
     def files(self) -> tuple[list[Path], list[int], list[str]]:
         """Every image file, its label and the class names ([] for a flat folder)."""
         root = self.root
-        if not root.is_dir():
-            raise UserError(f"dataset.root={str(root)!r}: no such folder")
+        require(root.is_dir(), "dataset.root", str(root), "no such folder")
         flat = _images_in(root)
         classes = sorted(
             p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
         classes = [c for c in classes if _images_in(root / c)]
         if flat and classes:
-            raise UserError(
-                f"dataset.root={str(root)!r}: holds both images and class folders "
-                f"({', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}); use one layout"
+            shown = f"{', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}"
+            fail(
+                "dataset.root",
+                str(root),
+                f"holds both images and class folders ({shown}); use one layout",
             )
-        if not flat and not classes:
-            raise UserError(
-                f"dataset.root={str(root)!r}: no images ({', '.join(EXTENSIONS)}) in it or in "
-                "its sub-folders"
-            )
+        require(
+            bool(flat or classes),
+            "dataset.root",
+            str(root),
+            f"no images ({', '.join(EXTENSIONS)}) in it or in its sub-folders",
+        )
         if flat:
-            if self.num_classes is not None:
-                raise UserError(
-                    f"dataset.num_classes={self.num_classes}: {root} is a flat folder (no class "
-                    "folders, no labels); use null"
-                )
-            return flat, [0] * len(flat), []
-        if self.num_classes is not None and self.num_classes != len(classes):
-            raise UserError(
-                f"dataset.num_classes={self.num_classes}: {root} has {len(classes)} class "
-                f"folders ({', '.join(classes)})"
+            require(
+                self.num_classes is None,
+                "dataset.num_classes",
+                self.num_classes,
+                f"{root} is a flat folder (no class folders, no labels); use null",
             )
+            return flat, [0] * len(flat), []
+        require(
+            self.num_classes is None or self.num_classes == len(classes),
+            "dataset.num_classes",
+            self.num_classes,
+            f"{root} has {len(classes)} class folders ({', '.join(classes)})",
+        )
         files, labels = [], []
         for index, name in enumerate(classes):
             found = _images_in(root / name)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ddpm.config import preset
 from ddpm.data.base import (
     ImageDataset,
     check_common,
@@ -22,7 +23,7 @@ from ddpm.data.base import (
     check_ten_classes,
     to_model_range,
 )
-from ddpm.errors import UserError, require
+from ddpm.errors import UserError, fail, require
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -51,14 +52,15 @@ class Mnist:
 
     def __init__(
         self,
-        root: str | Path = "data",
-        train: bool = True,
-        download: bool = True,
-        classes: Sequence[int] | None = None,
-        channels: int = 1,
-        image_size: int = 28,
-        num_classes: int = 10,
-        max_gib: float = 4.0,
+        *,
+        root: str | Path,
+        train: bool,
+        download: bool,
+        classes: Sequence[int] | None,
+        channels: int,
+        image_size: int,
+        num_classes: int,
+        max_gib: float,
     ) -> None:
         classes = check_ten_classes(classes, self.class_word, 28, image_size)
         require(channels == 1, "dataset.channels", channels, f"1 ({self.name} is grey)")
@@ -102,12 +104,13 @@ class Mnist:
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(
-                f"dataset.root={str(self.root)!r}: {self.folder} is missing or unreadable in "
-                f"{self.raw} ({reason}); put {', '.join(MNIST_FILES)} there (uncompressed or "
-                f".gz){self.hint}, or point dataset.root (env DDPM_DATA_ROOT) at the folder "
-                f"that holds {self.folder}/raw"
-            ) from None
+            fail(
+                "dataset.root",
+                str(self.root),
+                f"{self.folder} is missing or unreadable in {self.raw} ({reason}); put "
+                f"{', '.join(MNIST_FILES)} there (uncompressed or .gz){self.hint}, or point "
+                f"dataset.root (env DDPM_DATA_ROOT) at the folder that holds {self.folder}/raw",
+            )
         images, labels = ds.data, ds.targets.clone()
         if self.classes is not None:
             keep = torch.isin(labels, torch.tensor(self.classes))
@@ -141,4 +144,6 @@ def mnist(
     classes: Sequence[int] | None = None,
 ) -> ImageDataset:
     """MNIST as one tensor (what checkpoints written before :class:`Mnist` name)."""
-    return Mnist(root, train, download, classes).load()
+    return preset(
+        "dataset", "mnist", root=root, train=train, download=download, classes=classes
+    ).load()

@@ -129,9 +129,7 @@ def _check_max_beta(max_beta: float) -> None:
     )
 
 
-def linear(
-    timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
-) -> NoiseSchedule:
+def linear(*, timesteps: int, beta_start: float, beta_end: float) -> NoiseSchedule:
     """Ho et al. 2020: betas evenly spaced from ``beta_start`` to ``beta_end``."""
     _check_timesteps(timesteps)
     for key, value in (("beta_start", beta_start), ("beta_end", beta_end)):
@@ -147,7 +145,7 @@ def linear(
     )
 
 
-def cosine(timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
+def cosine(*, timesteps: int, s: float, max_beta: float) -> NoiseSchedule:
     """Nichol & Dhariwal 2021: alpha_bar(t) = cos^2(((t/T + s)/(1 + s)) pi/2), betas clipped."""
     _check_timesteps(timesteps)
     require(is_number(s) and s >= 0, "schedule.s", s, "a number >= 0")
@@ -159,11 +157,7 @@ def cosine(timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> 
 
 
 def sigmoid(
-    timesteps: int = 1000,
-    start: float = -3.0,
-    end: float = 3.0,
-    tau: float = 1.0,
-    max_beta: float = 0.999,
+    *, timesteps: int, start: float, end: float, tau: float, max_beta: float
 ) -> NoiseSchedule:
     """Jabri et al. 2022 / Chen 2023: alpha_bar follows a falling sigmoid over u = t/T in [0, 1].
 

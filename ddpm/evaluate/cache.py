@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ddpm import checkpoint as ckpt
+from ddpm.config import preset
 from ddpm.data import Cifar10, FashionMnist, ImageDataset, Mnist, mnist
 from ddpm.errors import UserError, fail, is_int, require
 from ddpm.evaluate.classifier import Classifier, accuracy, train_classifier
@@ -91,8 +92,8 @@ def _split(
     ``data_root`` (default ``$DDPM_DATA_ROOT``, else ``./data``)."""
     check_dataset(dataset)
     root = data_root if data_root is not None else os.environ.get("DDPM_DATA_ROOT", "data")
-    source = EVALUATED[dataset](root, train=train, download=download, **(options or {}))
-    return source.load()
+    options = {"root": root, "train": train, "download": download, **(options or {})}
+    return preset("dataset", dataset, **options).load()
 
 
 def _mnist(data_root: str | Path | None, train: bool, download: bool = True) -> ImageDataset:

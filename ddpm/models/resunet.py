@@ -159,18 +159,19 @@ class ResUNet(DenoisingNet):
 
     def __init__(
         self,
-        channels: Sequence[int] = (64, 128, 256),
-        num_res_blocks: int = 2,
-        attention_resolutions: Sequence[int] | None = None,
-        attention_heads: int = 4,
-        dropout: float = 0.1,
-        time_dim: int | None = None,
-        norm_groups: int = 8,
-        in_channels: int = 1,
-        image_size: int = 28,
-        prediction: str = "eps",
-        num_classes: int | None = None,
-        attention_levels: Sequence[int] | None = None,
+        *,
+        channels: Sequence[int],
+        num_res_blocks: int,
+        attention_levels: Sequence[int] | None,
+        attention_resolutions: Sequence[int] | None,
+        attention_heads: int,
+        dropout: float,
+        time_dim: int | None,
+        norm_groups: int,
+        in_channels: int,
+        image_size: int,
+        prediction: str,
+        num_classes: int | None,
     ) -> None:
         super().__init__()
         check_unet_args(

@@ -159,13 +159,14 @@ class UNet(DenoisingNet):
 
     def __init__(
         self,
-        channels: Sequence[int] = (64, 128, 256),
-        time_dim: int = 32,
-        norm_groups: int = 8,
-        in_channels: int = 1,
-        image_size: int = 28,
-        prediction: str = "eps",
-        num_classes: int | None = None,
+        *,
+        channels: Sequence[int],
+        time_dim: int,
+        norm_groups: int,
+        in_channels: int,
+        image_size: int,
+        prediction: str,
+        num_classes: int | None,
     ) -> None:
         super().__init__()
         check_unet_args(

@@ -30,12 +30,13 @@ class EDMProcess(ContinuousProcess):
 
     def __init__(
         self,
-        sigma_data: float = 0.5,
-        p_mean: float = -1.2,
-        p_std: float = 1.2,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-        levels: int = 1000,
+        *,
+        sigma_data: float,
+        p_mean: float,
+        p_std: float,
+        sigma_min: float,
+        sigma_max: float,
+        levels: int,
     ) -> None:
         require(
             is_number(sigma_data) and sigma_data > 0,

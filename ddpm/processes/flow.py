@@ -33,11 +33,12 @@ class FlowProcess(ContinuousProcess):
 
     def __init__(
         self,
-        time_sampling: str = "logit_normal",
-        logit_mean: float = 0.0,
-        logit_std: float = 1.0,
-        shift: float = 1.0,
-        levels: int = 1000,
+        *,
+        time_sampling: str,
+        logit_mean: float,
+        logit_std: float,
+        shift: float,
+        levels: int,
     ) -> None:
         require(
             time_sampling in TIME_SAMPLINGS,

@@ -32,18 +32,26 @@ class AdaptiveODESampler(Sampler):
     def __init__(
         self,
         schedule: NoiseSchedule,
-        method: str = "dopri5",
-        rtol: float = 1e-3,
-        atol: float = 1e-3,
-        clip_x0: bool = True,
-        dynamic_threshold: float | None = None,
-        guidance_scale: float = 1.0,
+        *,
+        method: str,
+        rtol: float,
+        atol: float,
+        clip_x0: bool,
+        dynamic_threshold: float | None,
+        guidance_scale: float,
     ) -> None:
         require(method in METHODS, "sampler.method", method, f"one of {', '.join(METHODS)}")
         for key, value in (("rtol", rtol), ("atol", atol)):
             require(is_number(value) and value > 0, f"sampler.{key}", value, "a number > 0")
         steps = min(2, len(schedule))  # the plan is its two ends: the solver picks the rest
-        super().__init__(schedule, steps, "linspace", clip_x0, dynamic_threshold, guidance_scale)
+        super().__init__(
+            schedule,
+            steps=steps,
+            spacing="linspace",
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
+        )
         self.method, self.rtol, self.atol = method, float(rtol), float(atol)
         self._calls: list[int] = []
 

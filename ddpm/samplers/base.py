@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ddpm.diffusion.objective import to_x0
 from ddpm.diffusion.plans import check_spacing, check_steps, linspace_timesteps, timestep_plan
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError
+from ddpm.errors import is_number, require
 
 
 def spaced_timesteps(num_timesteps: int, steps: int | None) -> list[int]:
@@ -44,28 +44,29 @@ class Sampler:
     def __init__(
         self,
         schedule: NoiseSchedule,
-        steps: int | None = None,
-        spacing: str = "linspace",
-        clip_x0: bool = True,
-        dynamic_threshold: float | None = None,
-        guidance_scale: float = 1.0,
+        *,
+        steps: int | None,
+        spacing: str,
+        clip_x0: bool,
+        dynamic_threshold: float | None,
+        guidance_scale: float,
     ) -> None:
         self.steps = check_steps(steps, len(schedule))
         self.spacing = check_spacing(spacing)
-        if not isinstance(clip_x0, bool):
-            raise UserError(f"sampler.clip_x0={clip_x0!r}: true or false")
-        if dynamic_threshold is not None and not (
-            _is_real(dynamic_threshold) and 0.5 <= dynamic_threshold < 1
-        ):
-            raise UserError(
-                f"sampler.dynamic_threshold={dynamic_threshold!r}: null or a percentile in "
-                "[0.5, 1) (Imagen: 0.995)"
-            )
-        if not (_is_real(guidance_scale) and guidance_scale >= 0):
-            raise UserError(
-                f"sampler.guidance_scale={guidance_scale!r}: a number >= 0 "
-                "(0 = unconditional, 1 = conditional, > 1 = guided)"
-            )
+        require(isinstance(clip_x0, bool), "sampler.clip_x0", clip_x0, "true or false")
+        require(
+            dynamic_threshold is None
+            or (is_number(dynamic_threshold) and 0.5 <= dynamic_threshold < 1),
+            "sampler.dynamic_threshold",
+            dynamic_threshold,
+            "null or a percentile in [0.5, 1) (Imagen: 0.995)",
+        )
+        require(
+            is_number(guidance_scale) and guidance_scale >= 0,
+            "sampler.guidance_scale",
+            guidance_scale,
+            "a number >= 0 (0 = unconditional, 1 = conditional, > 1 = guided)",
+        )
         self.schedule = schedule
         self.clip_x0 = clip_x0
         self.dynamic_threshold = None if dynamic_threshold is None else float(dynamic_threshold)
@@ -221,7 +222,3 @@ class Sampler:
             if i in wanted:
                 trajectory[wanted[i]] = x[0].detach().cpu()
         return x, trajectory
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

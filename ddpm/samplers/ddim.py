@@ -11,8 +11,8 @@ from torch import Tensor
 
 from ddpm.diffusion.objective import to_eps
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError
-from ddpm.samplers.base import Sampler, _is_real
+from ddpm.errors import is_number, require
+from ddpm.samplers.base import Sampler
 
 
 class DDIMSampler(Sampler):
@@ -27,18 +27,28 @@ class DDIMSampler(Sampler):
     def __init__(
         self,
         schedule: NoiseSchedule,
-        steps: int | None = 50,
-        spacing: str = "linspace",
-        eta: float = 0.0,
-        clip_x0: bool = True,
-        dynamic_threshold: float | None = None,
-        guidance_scale: float = 1.0,
+        *,
+        steps: int | None,
+        spacing: str,
+        eta: float,
+        clip_x0: bool,
+        dynamic_threshold: float | None,
+        guidance_scale: float,
     ) -> None:
-        if not (_is_real(eta) and 0 <= eta <= 1):
-            raise UserError(
-                f"sampler.eta={eta!r}: a number in [0, 1] (0 = deterministic, 1 = ancestral)"
-            )
-        super().__init__(schedule, steps, spacing, clip_x0, dynamic_threshold, guidance_scale)
+        require(
+            is_number(eta) and 0 <= eta <= 1,
+            "sampler.eta",
+            eta,
+            "a number in [0, 1] (0 = deterministic, 1 = ancestral)",
+        )
+        super().__init__(
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
+        )
         self.eta = float(eta)
 
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:

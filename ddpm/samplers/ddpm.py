@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError
+from ddpm.errors import require
 from ddpm.samplers.base import Sampler
 
 VARIANCES = ("beta_tilde", "beta")
@@ -25,16 +25,25 @@ class AncestralSampler(Sampler):
     def __init__(
         self,
         schedule: NoiseSchedule,
-        steps: int | None = None,
-        spacing: str = "linspace",
-        variance: str = "beta_tilde",
-        clip_x0: bool = True,
-        dynamic_threshold: float | None = None,
-        guidance_scale: float = 1.0,
+        *,
+        steps: int | None,
+        spacing: str,
+        variance: str,
+        clip_x0: bool,
+        dynamic_threshold: float | None,
+        guidance_scale: float,
     ) -> None:
-        if variance not in VARIANCES:
-            raise UserError(f"sampler.variance={variance!r}: one of {', '.join(VARIANCES)}")
-        super().__init__(schedule, steps, spacing, clip_x0, dynamic_threshold, guidance_scale)
+        require(
+            variance in VARIANCES, "sampler.variance", variance, f"one of {', '.join(VARIANCES)}"
+        )
+        super().__init__(
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
+        )
         self.variance = variance
 
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:

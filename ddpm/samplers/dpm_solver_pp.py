@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError
+from ddpm.errors import require
 from ddpm.samplers.base import Sampler
 
 FINAL_STEPS = ("first_order", "full_order")
@@ -40,19 +40,31 @@ class DPMSolverPPSampler(Sampler):
     def __init__(
         self,
         schedule: NoiseSchedule,
-        steps: int | None = 20,
-        spacing: str = "linspace",
-        order: int = 2,
-        final_step: str = "first_order",
-        clip_x0: bool = True,
-        dynamic_threshold: float | None = None,
-        guidance_scale: float = 1.0,
+        *,
+        steps: int | None,
+        spacing: str,
+        order: int,
+        final_step: str,
+        clip_x0: bool,
+        dynamic_threshold: float | None,
+        guidance_scale: float,
     ) -> None:
-        if order not in (1, 2, 3) or isinstance(order, bool):
-            raise UserError(f"sampler.order={order!r}: 1, 2 or 3")
-        if final_step not in FINAL_STEPS:
-            raise UserError(f"sampler.final_step={final_step!r}: one of {', '.join(FINAL_STEPS)}")
-        super().__init__(schedule, steps, spacing, clip_x0, dynamic_threshold, guidance_scale)
+        ok = order in (1, 2, 3) and not isinstance(order, bool)
+        require(ok, "sampler.order", order, "1, 2 or 3")
+        require(
+            final_step in FINAL_STEPS,
+            "sampler.final_step",
+            final_step,
+            f"one of {', '.join(FINAL_STEPS)}",
+        )
+        super().__init__(
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
+        )
         self.order = order
         self.final_step = final_step
         self._history: list[tuple[int, Tensor]] = []  # (row, x0 estimate), newest last

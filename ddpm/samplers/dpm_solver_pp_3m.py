@@ -15,14 +15,21 @@ class DPMSolverPP3MSampler(DPMSolverPPSampler):
     def __init__(
         self,
         schedule: NoiseSchedule,
-        steps: int | None = 20,
-        spacing: str = "logsnr",
-        final_step: str = "first_order",
-        clip_x0: bool = True,
-        dynamic_threshold: float | None = None,
-        guidance_scale: float = 1.0,
+        *,
+        steps: int | None,
+        spacing: str,
+        final_step: str,
+        clip_x0: bool,
+        dynamic_threshold: float | None,
+        guidance_scale: float,
     ) -> None:
-        order = 3
         super().__init__(
-            schedule, steps, spacing, order, final_step, clip_x0, dynamic_threshold, guidance_scale
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            order=3,
+            final_step=final_step,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
         )

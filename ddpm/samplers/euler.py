@@ -18,11 +18,19 @@ class EulerSampler(DDIMSampler):
     def __init__(
         self,
         schedule: NoiseSchedule,
-        steps: int | None = 50,
-        spacing: str = "linspace",
-        clip_x0: bool = True,
-        dynamic_threshold: float | None = None,
-        guidance_scale: float = 1.0,
+        *,
+        steps: int | None,
+        spacing: str,
+        clip_x0: bool,
+        dynamic_threshold: float | None,
+        guidance_scale: float,
     ) -> None:
-        eta = 0.0
-        super().__init__(schedule, steps, spacing, eta, clip_x0, dynamic_threshold, guidance_scale)
+        super().__init__(
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            eta=0.0,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
+        )

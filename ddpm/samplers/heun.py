@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from ddpm.diffusion.plans import SIGMA_MAX
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError
-from ddpm.samplers.base import Sampler, _is_real
+from ddpm.errors import is_number, require
+from ddpm.samplers.base import Sampler
 
 
 class HeunSampler(Sampler):
@@ -43,16 +43,28 @@ class HeunSampler(Sampler):
     def __init__(
         self,
         schedule: NoiseSchedule,
-        steps: int | None = 11,
-        spacing: str = "karras",
-        churn: float = 2.0,
-        clip_x0: bool = True,
-        dynamic_threshold: float | None = None,
-        guidance_scale: float = 1.0,
+        *,
+        steps: int | None,
+        spacing: str,
+        churn: float,
+        clip_x0: bool,
+        dynamic_threshold: float | None,
+        guidance_scale: float,
     ) -> None:
-        if not (_is_real(churn) and churn >= 0):
-            raise UserError(f"sampler.churn={churn!r}: a number >= 0 (EDM's S_churn; 0 = ODE)")
-        super().__init__(schedule, steps, spacing, clip_x0, dynamic_threshold, guidance_scale)
+        require(
+            is_number(churn) and churn >= 0,
+            "sampler.churn",
+            churn,
+            "a number >= 0 (EDM's S_churn; 0 = ODE)",
+        )
+        super().__init__(
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
+        )
         self.churn = float(churn)
 
     def _euler_only(self, i: int) -> bool:

@@ -24,15 +24,21 @@ class MidpointSampler(HeunSampler):
     def __init__(
         self,
         schedule: NoiseSchedule,
-        steps: int | None = 11,
-        spacing: str = "karras",
-        clip_x0: bool = True,
-        dynamic_threshold: float | None = None,
-        guidance_scale: float = 1.0,
+        *,
+        steps: int | None,
+        spacing: str,
+        clip_x0: bool,
+        dynamic_threshold: float | None,
+        guidance_scale: float,
     ) -> None:
-        churn = 0.0
         super().__init__(
-            schedule, steps, spacing, churn, clip_x0, dynamic_threshold, guidance_scale
+            schedule,
+            steps=steps,
+            spacing=spacing,
+            churn=0.0,
+            clip_x0=clip_x0,
+            dynamic_threshold=dynamic_threshold,
+            guidance_scale=guidance_scale,
         )
 
     def _middle(self, i: int) -> int | None:

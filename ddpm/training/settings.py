@@ -19,31 +19,31 @@ LR_BATCH_RULES = ("none", "linear", "sqrt")
 SEED_BATCH = 128  # the batch the optimizer's lr was tuned at (the study note's)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainerSettings:
-    """The seed's recipe by default: batch 128, gradient-norm clip 1.0, 500 epochs."""
+    """Each field's meaning and default: conf/trainer/default.yaml (the seed's recipe)."""
 
-    batch_size: int = 128
-    epochs: int = 500
-    max_steps: int | None = None  # wins over epochs
-    max_minutes: float | None = None  # stops at the first step past this training time
-    grad_clip: float = 1.0
-    ema_decay: float | None = None  # e.g. 0.999: an EMA of the weights samples better
-    label_dropout: float = 0.1  # conditional models: share of labels replaced by "no label"
-    loss_weighting: str = "none"  # none | min_snr (min-SNR-gamma, gamma 5)
-    seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
-    compile: bool | str = False  # true, or a torch.compile mode: reduce-overhead (CUDA graphs)
-    channels_last: bool = False
-    lr_batch_rule: str = "none"  # none | linear | sqrt: optimizer.lr scaled by batch_size / 128
-    log_every: int = 50
-    sample_every: int = 4690
-    checkpoint_every: int = 4690
-    num_samples: int = 64
-    eval_every: int = 0
-    eval_samples: int = 1000
-    keep_last: int | None = 5
-    resume: str | None = "auto"
+    batch_size: int
+    epochs: int
+    max_steps: int | None  # wins over epochs
+    max_minutes: float | None  # stops at the first step past this training time
+    grad_clip: float
+    ema_decay: float | None  # e.g. 0.999: an EMA of the weights samples better
+    label_dropout: float  # conditional models: share of labels replaced by "no label"
+    loss_weighting: str  # none | min_snr (min-SNR-gamma, gamma 5)
+    seed: int
+    precision: str  # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
+    compile: bool | str  # true, or a torch.compile mode: reduce-overhead (CUDA graphs)
+    channels_last: bool
+    lr_batch_rule: str  # none | linear | sqrt: optimizer.lr scaled by batch_size / 128
+    log_every: int
+    sample_every: int
+    checkpoint_every: int
+    num_samples: int
+    eval_every: int
+    eval_samples: int
+    keep_last: int | None
+    resume: str | None
 
     def __post_init__(self) -> None:
         def at_least(key: str, low: int, nullable: bool = False) -> None:

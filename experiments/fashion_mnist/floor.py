@@ -10,14 +10,16 @@ import os
 
 import torch
 
-from ddpm.data import FashionMnist
+from ddpm.config import preset
 from ddpm.evaluate.cache import load_evaluator
 from ddpm.evaluate.metrics import evaluate_images
 
 
 def main() -> None:
     evaluator, reference = load_evaluator(build_missing=False, dataset="fashion_mnist")
-    train = FashionMnist(os.environ.get("DDPM_DATA_ROOT", "data"), download=False).load()
+    train = preset(
+        "dataset", "fashion_mnist", root=os.environ.get("DDPM_DATA_ROOT", "data"), download=False
+    ).load()
     gen = torch.Generator().manual_seed(0)
     real = train.images[torch.randperm(len(train), generator=gen)[:1000]]
     noise = torch.randn(1000, 1, 28, 28, generator=gen).clamp(-1, 1)

@@ -19,19 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 
+from ddpm.config import preset
 from ddpm.runs import load_trained
 
 CHECKPOINT = "/work/shared/checkpoints/small-cosine-ema-22ep.pt"
-CLASSES = {
-    "ddpm": "ddpm.samplers.AncestralSampler",
-    "ddim": "ddpm.samplers.DDIMSampler",
-    "dpm_solver_pp": "ddpm.samplers.DPMSolverPPSampler",
-    "dpm_solver_pp_3m": "ddpm.samplers.DPMSolverPP3MSampler",
-    "dpm_solver_pp_sde": "ddpm.samplers.DPMSolverPPSDESampler",
-    "heun": "ddpm.samplers.HeunSampler",
-}
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
@@ -109,7 +101,7 @@ def main() -> None:
     store.mkdir(parents=True, exist_ok=True)
     for text in args.settings:
         name, kwargs = parse_setting(text)
-        sampler = instantiate({"_target_": CLASSES[name], **kwargs}, schedule=schedule)
+        sampler = preset("sampler", name, schedule=schedule, **kwargs)
         tag = tag_of(name, kwargs)
         on = "" if args.device == "cpu" else f"_{args.device}"
         path = store / f"{tag}_n{args.subset_of or args.count}_s{args.seed}{on}.pt"

@@ -14,15 +14,17 @@ import time
 import torch
 from measure import build
 
-from ddpm.samplers import AncestralSampler, DPMSolverPPSDESampler
+from ddpm.config import preset
 
 
 def main() -> None:
     torch.set_num_threads(1)
     model, schedule = build("ema")
     samplers = {
-        "ancestral-50": AncestralSampler(schedule, steps=50),
-        "default (dpm_solver_pp_sde 50 logsnr)": DPMSolverPPSDESampler(schedule),
+        "ancestral-50": preset("sampler", "ddpm", schedule=schedule, steps=50),
+        "default (dpm_solver_pp_sde 50 logsnr)": preset(
+            "sampler", "dpm_solver_pp_sde", schedule=schedule
+        ),
     }
     seconds = dict.fromkeys(samplers, 0.0)
     with torch.no_grad():
