@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.config import CONF_DIR, check_command_line
+from ddpm.config import CONF_DIR, check_command_line, check_seeds
 from ddpm.errors import UserError
 
 Task = Callable[[DictConfig], Any]
@@ -44,6 +44,7 @@ def one_line_errors(task: Task) -> Task:
     @functools.wraps(task)
     def run(cfg: DictConfig) -> Any:
         try:
+            check_seeds(cfg)  # a sweep's jobs; a single run's were checked before Hydra ran
             return task(cfg)
         except UserError as err:
             if in_sweep():

@@ -25,7 +25,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ddpm.errors import UserError, fail
+from ddpm.errors import UserError, fail, is_int, require
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -167,6 +167,10 @@ def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
     for group in GROUPS:
         check_keys(group, cfg[group])
     settings = build(cfg.trainer)
+    if settings.eval_every:  # before the run dir and the W&B run exist
+        from ddpm.evaluate.cache import evaluator_for
+
+        evaluator_for(cfg.dataset, "trainer.eval_every", settings.eval_every)
     torch.manual_seed(settings.seed)  # before building: initial weights depend on it
     model = build(cfg.model).to(device)
     process = build_process(cfg).to(device)
@@ -234,9 +238,28 @@ def check_command_line(
     job_args = [a for a in args if not a.lstrip("+~").startswith("hydra")]
     try:
         with initialize_config_dir(config_dir=str(groups_dir), version_base="1.3"):
-            compose(config_name=config_name, overrides=job_args)
+            cfg = compose(config_name=config_name, overrides=job_args)
     except Exception as err:  # noqa: BLE001 - Hydra's composition errors, said in one line
         raise UserError(one_line(err)) from None
+    check_seeds(cfg)
+
+
+def seeds(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every ``seed`` key of a config, at any depth (``seed``, ``trainer.seed``, ...)."""
+    if not isinstance(node, dict):
+        return []
+    found = [(f"{prefix}seed", node["seed"])] if "seed" in node else []
+    for key, child in node.items():
+        found += seeds(child, f"{prefix}{key}.")
+    return found
+
+
+def check_seeds(cfg: DictConfig) -> None:
+    """A seed means the same in every command: an integer >= 0 (torch, numpy and Optuna
+    take nothing else). Checked before the command reads or writes anything."""
+    for key, value in seeds(OmegaConf.to_container(cfg, resolve=False)):
+        if not (isinstance(value, str) and value.startswith("${")):  # resolved later
+            require(is_int(value, 0), key, value, "an integer >= 0")
 
 
 def one_line(err: BaseException) -> str:

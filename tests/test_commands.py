@@ -43,6 +43,34 @@ def test_every_command_refuses_a_bad_override_in_one_line(name, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []  # nothing was created
 
 
+SEED_KEYS = {
+    "run": "trainer.seed",
+    "sample": "seed",
+    "evaluate": "seed",
+    "denoise": "seed",
+    "search": "search.seed",
+    "build-evaluator": "seed",
+}
+
+
+@pytest.mark.parametrize("name", list(SEED_KEYS))
+@pytest.mark.parametrize(("value", "shown"), [("abc", "'abc'"), ("1.5", "1.5"), ("-1", "-1")])
+def test_every_seed_key_refuses_a_non_integer_in_one_line(
+    name, value, shown, tmp_path, monkeypatch
+):
+    """``seed=abc`` once ended in torch's ``manual_seed expected a long`` traceback."""
+    monkeypatch.chdir(tmp_path)
+    key = SEED_KEYS[name]
+    cli = importlib.import_module(COMMANDS[name]).cli
+    with pytest.raises(SystemExit) as ended:
+        cli(
+            [f"run_dir={tmp_path / 'nope'}"] * (name in ("sample", "evaluate", "denoise"))
+            + [f"{key}={value}"]
+        )
+    assert ended.value.code == f"error: {key}={shown}: an integer >= 0"
+    assert list(tmp_path.iterdir()) == []  # nothing was created
+
+
 def test_a_bad_key_of_a_sampling_command_names_the_key(tmp_path):
     """What a new user tried: dataset.root exists on every command that reads data."""
     from ddpm.evaluate.command import cli

@@ -537,3 +537,27 @@ def test_an_evaluator_refuses_images_of_another_shape_in_one_line():
     assert features.shape == (5, 16) and logits.shape == (5, 10)
     msg = one_line_error(extract, Classifier(width=8, feature_dim=16), torch.zeros(5, 1, 32, 32))
     assert msg.startswith("images of (1, 32, 32): the mnist evaluator takes (1, 28, 28)")
+
+
+class Nameless:
+    """A dataset class that declares no ``name``: it has no evaluator of its own."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root
+
+
+def test_a_dataset_without_a_declared_evaluator_is_never_scored_on_mnists():
+    from ddpm.errors import UserError
+    from ddpm.evaluate.cache import dataset_of, evaluator_for
+
+    node = {"_target_": f"{__name__}.Nameless", "root": None}
+    assert dataset_of(node)[0] == f"{__name__}.Nameless"  # not "mnist"
+    with pytest.raises(UserError) as err:
+        evaluator_for(node, "trainer.eval_every", 5)
+    assert str(err.value).startswith(
+        f"trainer.eval_every=5: no trained evaluator for {__name__}.Nameless"
+    )
+    assert evaluator_for({"_target_": "ddpm.data.Mnist"}, "features", "classifier")[0] == "mnist"
+    assert (
+        evaluator_for(None, "features", "classifier")[0] == "mnist"
+    )  # checkpoints before datasets

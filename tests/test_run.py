@@ -49,6 +49,7 @@ def test_a_short_small_run_leaves_every_file_and_learns(tmp_path):
     # Not a terminal: the plan first, one line per logged row instead of a bar, a summary last.
     log = res.stdout
     assert "plan: 40 steps" in log and "757,505 parameters" in log
+    assert log.count("plan:") == 1  # once, also on a first start
     assert [ln.split("] - ")[1].split(":")[0] for ln in log.splitlines() if "] - step " in ln] == [
         "step 10/40 (epoch 0)",
         "step 20/40 (epoch 0)",
@@ -119,20 +120,36 @@ def test_a_bad_config_is_one_line_and_a_nonzero_exit(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("overrides", "message"),
     [
-        ("trainer.batch_size=-1", "error: trainer.batch_size=-1: an integer >= 1"),
-        ("dataset.download=false", "error: dataset.root="),
+        (["trainer.batch_size=-1"], "error: trainer.batch_size=-1: an integer >= 1"),
+        (["dataset.download=false"], "error: dataset.root="),
+        (
+            ["dataset=image_folder", "dataset.root={images}", "trainer.eval_every=5"],
+            "error: trainer.eval_every=5: no trained evaluator for image folders",
+        ),
     ],
 )
-def test_a_rejected_start_leaves_no_folder_behind(tmp_path, override, message):
-    """A bad value, or data that is not there: one line, exit 1, and the launch folder is as
-    it was (no outputs/<date>/<time>, no W&B run, no empty data/MNIST/raw)."""
-    env_root = {"DDPM_DATA_ROOT": str(tmp_path / "nowhere")} if "dataset" in override else {}
+def test_a_rejected_start_leaves_no_folder_behind(tmp_path_factory, overrides, message):
+    """A bad value, data that is not there, or quality measurement where no evaluator exists:
+    one line, exit 1, and the launch folder is as it was (no outputs/<date>/<time>, no W&B
+    run, no empty data/MNIST/raw)."""
+    launch = tmp_path_factory.mktemp("launch")
+    images = tmp_path_factory.mktemp("images")
+    Image.new("L", (28, 28)).save(images / "a.png")
+    overrides = [o.format(images=images) for o in overrides]
+    env_root = {"DDPM_DATA_ROOT": str(launch / "nowhere")} if "download" in overrides[0] else {}
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", **env_root}
     res = subprocess.run(
-        [sys.executable, "-m", "ddpm.run", override, "logger.mode=offline", "trainer.max_steps=1"],
-        cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "ddpm.run",
+            *overrides,
+            "logger.mode=offline",
+            "trainer.max_steps=1",
+        ],
+        cwd=launch,
         env={**env, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
@@ -140,7 +157,7 @@ def test_a_rejected_start_leaves_no_folder_behind(tmp_path, override, message):
     )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1].startswith(message), res.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in launch.iterdir()) == []
 
 
 @needs_mnist

@@ -76,8 +76,19 @@ def dataset_of(node: Any) -> tuple[str, dict[str, Any]]:
     from hydra.utils import get_object
 
     target = get_object(node["_target_"]) if node is not None else mnist
-    name = getattr(target, "name", "mnist") if target is not mnist else "mnist"
+    name = "mnist" if target is mnist else getattr(target, "name", node["_target_"])
     options = {k: node[k] for k in ("checksums",) if node is not None and k in node}
+    return name, options
+
+
+def evaluator_for(node: Any, key: str, value: object) -> tuple[str, dict[str, Any]]:
+    """:func:`dataset_of` for a dataset that has an evaluator; otherwise UserError naming
+    ``key=value``, the setting that asked for one. A dataset class without a ``name`` in
+    :data:`EVALUATED` has none: it is never scored on another dataset's evaluator."""
+    name, options = dataset_of(node)
+    if name not in EVALUATED:
+        shown = "image folders" if name == "image_folder" else name
+        fail(key, value, NO_EVALUATOR.format(name=shown))
     return name, options
 
 

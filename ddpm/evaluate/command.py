@@ -19,8 +19,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.cli import hydra_command, sampler_choice
-from ddpm.errors import UserError
-from ddpm.evaluate.cache import EVALUATED, NO_EVALUATOR, dataset_of, load_evaluator, resolve_dir
+from ddpm.errors import is_int, require
+from ddpm.evaluate.cache import dataset_of, evaluator_for, load_evaluator, resolve_dir
 from ddpm.evaluate.metrics import K_NEIGHBOURS, evaluate_images
 from ddpm.evaluate.wandb_run import log_into_run
 from ddpm.runs import load_for_sampling, output_dir
@@ -33,15 +33,10 @@ FEATURES = ("classifier", "inception")
 
 def _check(cfg: DictConfig) -> None:
     for key, low in (("num_samples", MIN_SAMPLES), ("batch_size", 1)):
-        value = cfg[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise UserError(f"{key}={value!r}: an integer >= {low}")
-    if not isinstance(cfg.seed, int):
-        raise UserError(f"seed={cfg.seed!r}: an integer")
-    if not isinstance(cfg.wandb, bool):
-        raise UserError(f"wandb={cfg.wandb!r}: true or false")
-    if cfg.get("features", "classifier") not in FEATURES:
-        raise UserError(f"features={cfg.features!r}: one of {', '.join(FEATURES)}")
+        require(is_int(cfg[key], low), key, cfg[key], f"an integer >= {low}")
+    require(isinstance(cfg.wandb, bool), "wandb", cfg.wandb, "true or false")
+    features = cfg.get("features", "classifier")
+    require(features in FEATURES, "features", features, f"one of {', '.join(FEATURES)}")
 
 
 def scorer(cfg: DictConfig, run_cfg: DictConfig, device: Any) -> tuple[Any, Any, dict[str, Any]]:
@@ -60,9 +55,7 @@ def scorer(cfg: DictConfig, run_cfg: DictConfig, device: Any) -> tuple[Any, Any,
             f"{name}-{key[:10]}", lambda: load_dataset(run_cfg.dataset, **overrides).images, device
         )
         return model, reference, {"dataset": name, "features": "inception", **model.meta}
-    if name not in EVALUATED:
-        shown = "image folders" if name == "image_folder" else name
-        raise UserError(f"features='classifier': {NO_EVALUATOR.format(name=shown)}")
+    name, options = evaluator_for(run_cfg.get("dataset"), "features", "classifier")
     model, reference = load_evaluator(
         cfg.evaluator_dir, device, data_root=root, dataset=name, options=options
     )

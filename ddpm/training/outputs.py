@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from ddpm import checkpoint, viz
-from ddpm.errors import UserError
 from ddpm.samplers.base import Sampler
 from ddpm.sampling import balanced_labels, generate, label_rows, sample_images
 from ddpm.tracking import Tracker
@@ -45,14 +44,9 @@ class RunOutputs:
         self.last_checkpoint = run_dir / "checkpoints" / "last.pt"
         self.quality = None
         if settings.eval_every and measures:
-            from ddpm.evaluate.cache import EVALUATED, NO_EVALUATOR, dataset_of, load_evaluator
+            from ddpm.evaluate.cache import dataset_of, load_evaluator
 
-            name, options = dataset_of(config.get("dataset"))
-            if name not in EVALUATED:
-                shown = "image folders" if name == "image_folder" else name
-                raise UserError(
-                    f"trainer.eval_every={settings.eval_every}: {NO_EVALUATOR.format(name=shown)}"
-                )
+            name, options = dataset_of(config.get("dataset"))  # has one: build_parts checked
             # Building the evaluator (first use) seeds torch: keep the training streams, which
             # every rank must share, untouched.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
