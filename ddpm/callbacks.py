@@ -14,19 +14,21 @@ log = logging.getLogger("ddpm")
 
 
 class ReportFailures(Callback):
-    """Names each failed job as it ends and leaves ``FAILED`` (the error) in its run dir.
+    """Names each failed job as it ends and leaves ``FAILED`` (the error) in its run dir;
+    a job that succeeds on a rerun of the sweep removes its old ``FAILED``.
 
     Hydra's basic launcher runs every job of a sweep and then raises the first failure, so
     the sweep exits non-zero; this makes every failure visible, also to ``ddpm.compare``.
     """
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.runtime.output_dir)
         if job_return.status != JobStatus.FAILED:
+            (run_dir / "FAILED").unlink(missing_ok=True)  # a resumed sweep reran it
             return
         err = job_return._return_value  # the exception (return_value would raise it)
         message = f"{type(err).__name__}: {err}".splitlines()[0]
         overrides = " ".join(job_return.overrides or [])
         log.error("job #%s (%s) failed: %s", config.hydra.job.num, overrides, message)
-        run_dir = Path(config.hydra.runtime.output_dir)
         if run_dir.is_dir():
             (run_dir / "FAILED").write_text(message + "\n")

@@ -7,6 +7,7 @@ the loop (:mod:`ddpm.training.loop`) -> files and logs in the run dir. Returns
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shlex
@@ -191,9 +192,25 @@ def _remove(run_dir: Path) -> None:
         parent.rmdir()
 
 
+def finished(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a run that ended (``summary.json`` is written last), else None."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def main(cfg: DictConfig) -> float:
-    """One training run in Hydra's run dir."""
+    """One training run in Hydra's run dir.
+
+    In a sweep, a job whose folder already holds a finished run is skipped, and every other
+    job resumes from its own ``checkpoints/last.pt`` (``trainer.resume=auto``): the same
+    sweep command with ``hydra.sweep.dir=<its folder>`` continues a killed sweep.
+    """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if in_sweep() and (done := finished(run_dir)) is not None:
+        log.info("already finished, skipped: %s", run_dir)
+        return objective(cfg, done)
     fresh = _is_fresh(run_dir)
     try:
         summary = run(cfg, run_dir)

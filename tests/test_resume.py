@@ -204,3 +204,57 @@ def test_ema_follows_its_recursion_and_resumes_exactly(make_cfg, tmp_path):
 
     _, model, _ = load_trained(tmp_path / "whole")  # sampling commands use the EMA weights
     assert all(torch.equal(v, last["ema"][k]) for k, v in model.state_dict().items())
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_each_job_where_it_stopped(tmp_path):
+    """kill -9 during job #1 of three, then the same sweep command on the same folder: job #0
+    is left as it was, job #1 continues from its own checkpoint (bit for bit the uninterrupted
+    run, its W&B run resumed), job #2 runs, and a stale FAILED file is gone."""
+    sweep, whole = tmp_path / "sweep", tmp_path / "whole"
+    env = {**os.environ, "DDPM_DATA_ROOT": str(DATA_ROOT)}
+    command = [
+        sys.executable, "-m", "ddpm.run", "-m", *RESUMABLE, "trainer.max_steps=9",
+        "trainer.seed=0,1,2", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+
+    def launch() -> subprocess.Popen:
+        return subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    victim = launch()
+    wait_for(victim, f"checkpoint at step 6: {sweep / '1'}")
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert (sweep / "0" / "summary.json").is_file() and not (sweep / "2").exists()
+    assert not (sweep / "1" / "summary.json").exists()
+    killed_at = checkpoint.load(sweep / "1" / "checkpoints" / "last.pt")["step"]
+    assert 6 <= killed_at < 9
+    (sweep / "1" / "FAILED").write_text("RuntimeError: as if it had failed\n")
+
+    def outputs(job: Path) -> dict[Path, int]:
+        """What the job wrote (Hydra rewrites .hydra/ and appends to its log each launch)."""
+        kept = [p for p in job.rglob("*") if p.is_file() and ".hydra" not in p.parts]
+        return {p: p.stat().st_mtime_ns for p in kept if p.suffix != ".log"}
+
+    first = outputs(sweep / "0")
+
+    again = launch()
+    log, _ = again.communicate()
+    assert again.returncode == 0, log[-2000:]
+    assert f"already finished, skipped: {sweep / '0'}" in log
+    assert f"resumed at step {killed_at}" in log
+    assert outputs(sweep / "0") == first and len(first) > 5
+    assert not (sweep / "1" / "FAILED").exists()
+    assert [len(losses(sweep / str(job))) for job in range(3)] == [9, 9, 9]
+
+    ref = start(whole, "trainer.max_steps=9", "trainer.seed=1")
+    ref.communicate()
+    assert losses(sweep / "1") == losses(whole)
+    a = checkpoint.load(whole / "checkpoints" / "last.pt")["model"]
+    b = checkpoint.load(sweep / "1" / "checkpoints" / "last.pt")
+    assert all(torch.equal(a[k], b["model"][k]) for k in a)
+    runs = read_runs(sweep / "1")
+    assert len(runs) == 2 and {r.folder.name.rsplit("-", 1)[1] for r in runs} == {b["wandb_run_id"]}
