@@ -17,6 +17,14 @@ import torch
 
 from ddpm.errors import UserError, require
 
+RUN_ID = "tracker_run_id"  # the experiment tracker's id of the run (W&B's), to resume it
+
+
+def run_id(state: dict[str, Any]) -> str | None:
+    """The tracker's run id a checkpoint holds (written as ``wandb_run_id`` before trackers
+    other than W&B could hold one)."""
+    return state.get(RUN_ID, state.get("wandb_run_id"))
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -102,7 +102,7 @@ def _train(
     if start_path is not None:
         start = checkpoint.load(start_path)
         state.load_state_dict(start, start_path)
-        resumed = {"resume_step": start["step"], "resume_id": start.get("wandb_run_id")}
+        resumed = {"resume_step": start["step"], "resume_id": checkpoint.run_id(start)}
         log.info("resumed at step %d (epoch %d) from %s", state.step, state.epoch, start_path)
     log_plan(settings, parts, len(data), run_dir)
     open_tracker = parts.logger if ranks.main else SilentTracker

@@ -51,14 +51,15 @@ def load_trained(
 ) -> tuple[DictConfig, nn.Module, NoiseSchedule]:
     """The run's config, its network (weights loaded, eval mode, on ``device``) and schedule.
     ``ema``: the EMA weights when the run kept them (else, or when False, the raw ones)."""
-    cfg, model, schedule, _ = _rebuild(checkpoint_path(run_dir, checkpoint), device, ema)
+    cfg, model, schedule, _, _ = _rebuild(checkpoint_path(run_dir, checkpoint), device, ema)
     return cfg, model, schedule
 
 
 def _rebuild(
     path: Path, device: torch.device | str, ema: bool = True
-) -> tuple[DictConfig, nn.Module, NoiseSchedule, int | None]:
-    """Reads a checkpoint once: config, network, schedule and the training step it was at.
+) -> tuple[DictConfig, nn.Module, NoiseSchedule, int | None, str | None]:
+    """Reads a checkpoint once: config, network, schedule, the training step it was at and
+    the tracker's run id.
     ``ema``: the EMA weights when the run kept them (else, or when False, the raw ones)."""
     state = ckpt.load(path, map_location=device)
     if not isinstance(state.get("config"), dict) or "model" not in state:
@@ -70,7 +71,7 @@ def _rebuild(
     model.to(device).eval()
     schedule = build_process(cfg).to(device).grid  # a run without `process` is a DDPM run
     step = state.get("step")
-    return cfg, model, schedule, step if isinstance(step, int) else None
+    return cfg, model, schedule, step if isinstance(step, int) else None, ckpt.run_id(state)
 
 
 def output_dir(
@@ -107,6 +108,7 @@ class SamplingJob:
     checkpoint: Path
     device: torch.device
     step: int | None  # the training step the checkpoint was written at
+    run_id: str | None  # the tracker's id of the run (W&B's), for numbers measured later
     ema: bool = True  # the run's EMA weights were asked for (``ema=false``: the raw ones)
 
     def tagged(self, name: str) -> str:
@@ -122,6 +124,6 @@ def load_for_sampling(cfg: DictConfig) -> SamplingJob:
     path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
     use_ema = cfg.get("ema", True)
     require(isinstance(use_ema, bool), "ema", use_ema, "true (the run's EMA weights) or false")
-    run_cfg, model, schedule, step = _rebuild(path, device, use_ema)
+    run_cfg, model, schedule, step, run_id = _rebuild(path, device, use_ema)
     sampler = build(cfg.sampler, schedule=schedule)
-    return SamplingJob(run_cfg, model, schedule, sampler, path, device, step, use_ema)
+    return SamplingJob(run_cfg, model, schedule, sampler, path, device, step, run_id, use_ema)

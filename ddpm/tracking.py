@@ -11,6 +11,8 @@ import json
 import logging
 import netrc
 import os
+import re
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from ddpm.errors import require
 log = logging.getLogger("ddpm")
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 TAGGED_GROUPS = ("model", "schedule", "process", "sampler", "optimizer")
+RUN_FOLDER = re.compile(r"^(?:offline-)?run-(?P<stamp>\d{8}_\d{6})-(?P<id>[A-Za-z0-9_-]+)$")
 
 
 class Tracker:
@@ -70,6 +73,21 @@ class Tracker:
 
     def finish(self, exit_code: int = 0) -> None:
         self._metrics.close()
+
+    @classmethod
+    def add_to_run(
+        cls,
+        run_dir: Path,
+        run_id: str | None,
+        metrics: dict[str, float],
+        step: int | None,
+        options: dict[str, Any],
+    ) -> None:
+        """Numbers measured after training (``ddpm.evaluate``) into the run's own record.
+
+        ``options`` is the run's ``logger`` config. Local tracking keeps these numbers in the
+        evaluation's JSON (the run's ``metrics.jsonl`` and ``summary.json`` stay training's).
+        """
 
     def __enter__(self) -> Tracker:
         return self
@@ -281,6 +299,60 @@ class WandbTracker(Tracker):
             log.info(
                 "W&B offline run saved; upload it later with: wandb sync %s", self.run_dir_wandb
             )
+
+    @classmethod
+    def add_to_run(
+        cls,
+        run_dir: Path,
+        run_id: str | None,
+        metrics: dict[str, float],
+        step: int | None,
+        options: dict[str, Any],
+    ) -> None:
+        """Reopens the run's W&B run offline (``resume="allow"`` on its id) and logs
+        ``metrics`` as history at ``step`` and summary; ``wandb sync`` uploads the new folder
+        into the same run. A W&B failure only warns: the numbers are in the JSON anyway."""
+        if run_id is None:
+            return
+        # Folders are named by the second: one started in the same second as the newest would
+        # be the same folder, and the reopened run would overwrite that run's log.
+        stamps = [
+            m["stamp"]
+            for f in (run_dir / "wandb").glob("*run-*")
+            if (m := RUN_FOLDER.match(f.name))
+        ]
+        deadline = time.monotonic() + 2.0  # never wait on a stamp from the future
+        while (
+            stamps and time.strftime("%Y%m%d_%H%M%S") <= max(stamps) and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        try:
+            import wandb
+
+            run = wandb.init(
+                id=run_id,
+                resume="allow",
+                dir=str(run_dir),
+                mode="offline",
+                project=options.get("project"),
+                entity=options.get("entity"),
+                settings=wandb.Settings(silent=True),
+            )
+            try:
+                run.log(metrics, **({} if step is None else {"step": step}))
+                run.summary.update(metrics)
+            finally:
+                run.finish()
+        except Exception as err:  # noqa: BLE001 - W&B trouble must not lose the evaluation
+            warnings.warn(
+                f"W&B logging into run {run_id} failed ({type(err).__name__}: {err})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        log.info(
+            "W&B: logged into run %s; upload with: wandb sync %s", run_id, Path(run.dir).parent
+        )
 
     @property
     def run_id(self) -> str | None:

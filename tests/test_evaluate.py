@@ -263,16 +263,16 @@ def test_evaluate_command_writes_json_and_logs_into_the_runs_wandb_run(
 
     # a "trained" run: a tiny untrained net in a checkpoint, plus an offline W&B run
     run_dir = tmp_path / "run"
-    train_cfg = make_cfg(*TINY)
+    train_cfg = make_cfg(*TINY[:-1], "logger=wandb", "logger.mode=offline")
     model = instantiate(train_cfg.model)
     config = OmegaConf.to_container(train_cfg, resolve=True)
-    checkpoint.save(
-        {"model": model.state_dict(), "config": config, "step": 4},
-        run_dir / "checkpoints" / "last.pt",
-    )
     first = wandb.init(mode="offline", dir=str(run_dir), project="ddpm", config=config)
     first.log({"loss": 1.0}, step=4)
     first.finish()
+    checkpoint.save(
+        {"model": model.state_dict(), "config": config, "step": 4, "tracker_run_id": first.id},
+        run_dir / "checkpoints" / "last.pt",
+    )
 
     monkeypatch.setenv("DDPM_CACHE_DIR", str(tmp_path / "cache"))
     GlobalHydra.instance().clear()

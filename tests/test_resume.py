@@ -78,8 +78,8 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_pat
     # Both processes wrote to the same W&B run id (the killed one may not have flushed its
     # records, so its id is read from its folder name, offline-run-<date>-<id>).
     runs = read_runs(broken)
-    assert len(runs) == 2 and {r.folder.name.rsplit("-", 1)[1] for r in runs} == {b["wandb_run_id"]}
-    assert runs[-1].run_id == b["wandb_run_id"] and runs[-1].exit_code == 0
+    assert len(runs) == 2 and {r.folder.name.rsplit("-", 1)[1] for r in runs} == {b["tracker_run_id"]}
+    assert runs[-1].run_id == b["tracker_run_id"] and runs[-1].exit_code == 0
 
 
 @needs_mnist
@@ -125,10 +125,13 @@ def test_periodic_checkpoints_keep_only_the_newest(make_cfg, tmp_path):
 def test_a_checkpoint_holds_everything_resume_needs(make_cfg, tmp_path):
     run(make_cfg(*TINY), tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "progress", "rng", "config", "wandb_run_id", "step"} <= set(state)
+    assert {"model", "optimizer", "progress", "rng", "config", "tracker_run_id", "step"} <= set(state)
     assert state["progress"]["step"] == 4 and state["progress"]["epoch"] == 0
     assert {"torch", "numpy", "python"} <= set(state["rng"])
     assert [s for s, _ in state["progress"]["history"]] == [1, 2, 3, 4]
+    # Checkpoints written before the key was the tracker's still name their W&B run.
+    assert checkpoint.run_id({"wandb_run_id": "abc123"}) == "abc123"
+    assert checkpoint.run_id({"tracker_run_id": "def", "wandb_run_id": "old"}) == "def"
 
 
 @needs_mnist
@@ -257,4 +260,4 @@ def test_a_killed_sweep_resumes_each_job_where_it_stopped(tmp_path):
     b = checkpoint.load(sweep / "1" / "checkpoints" / "last.pt")
     assert all(torch.equal(a[k], b["model"][k]) for k in a)
     runs = read_runs(sweep / "1")
-    assert len(runs) == 2 and {r.folder.name.rsplit("-", 1)[1] for r in runs} == {b["wandb_run_id"]}
+    assert len(runs) == 2 and {r.folder.name.rsplit("-", 1)[1] for r in runs} == {b["tracker_run_id"]}

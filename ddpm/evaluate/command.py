@@ -22,7 +22,6 @@ from ddpm.cli import hydra_command, sampler_choice
 from ddpm.errors import is_int, require
 from ddpm.evaluate.cache import dataset_of, evaluator_for, load_evaluator, resolve_dir
 from ddpm.evaluate.metrics import K_NEIGHBOURS, evaluate_images
-from ddpm.evaluate.wandb_run import log_into_run
 from ddpm.runs import load_for_sampling, output_dir
 from ddpm.sampling import balanced_labels, sample_images
 
@@ -122,15 +121,12 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
     )
     log.info("sampling %.1f s, metrics %.1f s -> %s", sample_s, eval_s, out)
     if cfg.wandb:
-        run_root = default_out.parent.parent
+        from hydra.utils import get_object
+
+        logger = OmegaConf.to_container(job.config.get("logger") or {}, resolve=True)
         prefixed = {f"eval/{default_out.name}/{k}": v for k, v in metrics.items()}
-        log_into_run(
-            run_root,
-            prefixed,
-            step=train_step,
-            project=OmegaConf.select(job.config, "logger.project", default=None),
-            entity=OmegaConf.select(job.config, "logger.entity", default=None),
-        )
+        tracker = get_object(logger.get("_target_", "ddpm.tracking.Tracker"))
+        tracker.add_to_run(default_out.parent.parent, job.run_id, prefixed, train_step, logger)
     return result
 
 

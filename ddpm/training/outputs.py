@@ -102,7 +102,7 @@ class RunOutputs:
         """Writes last.pt (and, when ``keep``, step_<n>.pt; only the newest keep_last stay)."""
         step = self.state.step
         state = {**self.state.state_dict(), "config": self.config}
-        state["wandb_run_id"] = self.tracker.run_id
+        state[checkpoint.RUN_ID] = self.tracker.run_id
         folder = self.last_checkpoint.parent
         if keep:
             checkpoint.save(state, folder / f"step_{step:07d}.pt")
