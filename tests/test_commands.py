@@ -80,6 +80,7 @@ def test_a_bad_key_of_a_sampling_command_names_the_key(tmp_path):
     assert "trainer.max_steps" in str(ended.value.code) and "\n" not in str(ended.value.code)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ddpm-run") is None, reason="the package is not installed")
 def test_console_scripts_are_installed_and_exit_1_on_bad_input(tmp_path):
     env = {**os.environ, "DDPM_DATA_ROOT": str(DATA_ROOT)}

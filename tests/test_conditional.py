@@ -107,6 +107,7 @@ def halves(num: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return images + 0.1 * torch.randn(images.shape, generator=gen), labels
 
 
+@pytest.mark.slow
 def test_conditional_model_separates_two_classes(tmp_path, make_cfg, one_thread) -> None:
     """Trained briefly (the real loop, label dropout on) on two classes, each label gives its
     own class: the brighter half of each sample is the asked-for one."""

@@ -100,6 +100,7 @@ def test_every_trainer_key_has_a_refused_value_in_the_table():
     assert sorted(keys - covered) == []
 
 
+@pytest.mark.slow
 def test_every_preset_and_option_is_valid(make_cfg):
     for option in [
         "model=small",
@@ -136,6 +137,7 @@ def test_the_command_line_is_checked_before_hydra_runs(argv, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_the_entry_point_prints_one_line_and_exits_nonzero(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "ddpm.run", "model=huge", f"hydra.run.dir={tmp_path / 'r'}"],

@@ -88,6 +88,7 @@ def test_comma_lists_become_lists_unless_sweeping():
     assert comma_lists_as_lists(["x", "-m", "noise_std=0.1,0.3"])[2] == "noise_std=0.1,0.3"
 
 
+@pytest.mark.slow
 def test_denoise_cli_writes_picture_and_tables(tiny_run):
     res = run_module(
         "ddpm.denoise",
@@ -116,6 +117,7 @@ def test_denoise_cli_writes_picture_and_tables(tiny_run):
         assert img.size[1] > img.size[0] / 2  # two stacked panels
 
 
+@pytest.mark.slow
 def test_denoise_cli_bad_noise_std_is_one_line(tiny_run):
     res = run_module("ddpm.denoise", f"run_dir={tiny_run}", "noise_std=[0.1,-0.3]")
     assert res.returncode != 0

@@ -96,6 +96,7 @@ def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return images if sigma == 0 else gaussian_blur(images, [9, 9], [sigma, sigma])
 
 
+@pytest.mark.slow
 @needs_mnist
 @pytest.mark.parametrize("which", ["random-init", "trained"])
 def test_fid_rises_with_noise_and_blur_on_mnist_test(which, request):
@@ -228,6 +229,7 @@ def test_cache_dir_follows_ddpm_cache_dir(monkeypatch, tmp_path):
     assert cache.default_dir().parts[-3:] == (".cache", "ddpm", "evaluator")
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_trained_evaluator_reads_test_digits(trained_evaluator):
     """The real cache (>= 99%) or the small one CI trains (1 epoch, 3000 digits: 85.5%)."""
@@ -238,6 +240,7 @@ def test_a_trained_evaluator_reads_test_digits(trained_evaluator):
     assert ref.count == 10000 and ref.features.shape == (10000, model.feature_dim)
 
 
+@pytest.mark.slow
 @needs_real_cache
 @pytest.mark.skipif(not HAVE_MNIST, reason=f"no MNIST under {DATA_ROOT}")
 def test_the_cached_evaluator_is_at_least_99_percent_accurate():

@@ -338,6 +338,7 @@ def test_a_run_records_its_process_and_the_commands_need_no_override(tmp_path, p
     assert out["nfe"] == 3
 
 
+@pytest.mark.slow
 @needs_mnist
 @pytest.mark.parametrize("process", ["flow", "edm"])
 def test_conditional_guided_ema_runs_resume_exactly_on_every_process(make_cfg, tmp_path, process):

@@ -78,7 +78,9 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_pat
     # Both processes wrote to the same W&B run id (the killed one may not have flushed its
     # records, so its id is read from its folder name, offline-run-<date>-<id>).
     runs = read_runs(broken)
-    assert len(runs) == 2 and {r.folder.name.rsplit("-", 1)[1] for r in runs} == {b["tracker_run_id"]}
+    assert len(runs) == 2 and {r.folder.name.rsplit("-", 1)[1] for r in runs} == {
+        b["tracker_run_id"]
+    }
     assert runs[-1].run_id == b["tracker_run_id"] and runs[-1].exit_code == 0
 
 
@@ -99,6 +101,7 @@ def test_a_stop_signal_checkpoints_at_a_step_boundary_and_exits_cleanly(tmp_path
     assert wb.exit_code == 128 + sig
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
     cfg = make_cfg(*TINY_WANDB, "optimizer.lr=1e30", "trainer.checkpoint_every=1")
@@ -111,6 +114,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make
     assert wb.exit_code == 1  # the W&B run is marked failed
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_periodic_checkpoints_keep_only_the_newest(make_cfg, tmp_path):
     cfg = make_cfg(
@@ -125,7 +129,9 @@ def test_periodic_checkpoints_keep_only_the_newest(make_cfg, tmp_path):
 def test_a_checkpoint_holds_everything_resume_needs(make_cfg, tmp_path):
     run(make_cfg(*TINY), tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "progress", "rng", "config", "tracker_run_id", "step"} <= set(state)
+    assert {"model", "optimizer", "progress", "rng", "config", "tracker_run_id", "step"} <= set(
+        state
+    )
     assert state["progress"]["step"] == 4 and state["progress"]["epoch"] == 0
     assert {"torch", "numpy", "python"} <= set(state["rng"])
     assert [s for s, _ in state["progress"]["history"]] == [1, 2, 3, 4]
@@ -134,6 +140,7 @@ def test_a_checkpoint_holds_everything_resume_needs(make_cfg, tmp_path):
     assert checkpoint.run_id({"tracker_run_id": "def", "wandb_run_id": "old"}) == "def"
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_resume_from_a_named_checkpoint_of_another_architecture_is_refused(make_cfg, tmp_path):
     run(make_cfg(*TINY), tmp_path / "a")
@@ -175,6 +182,7 @@ def test_a_missing_resume_checkpoint_is_refused(tmp_path):
     assert checkpoint.resume_path("never", tmp_path) is None
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_ema_follows_its_recursion_and_resumes_exactly(make_cfg, tmp_path):
     ema_cfg = [
@@ -260,4 +268,6 @@ def test_a_killed_sweep_resumes_each_job_where_it_stopped(tmp_path):
     b = checkpoint.load(sweep / "1" / "checkpoints" / "last.pt")
     assert all(torch.equal(a[k], b["model"][k]) for k in a)
     runs = read_runs(sweep / "1")
-    assert len(runs) == 2 and {r.folder.name.rsplit("-", 1)[1] for r in runs} == {b["tracker_run_id"]}
+    assert len(runs) == 2 and {r.folder.name.rsplit("-", 1)[1] for r in runs} == {
+        b["tracker_run_id"]
+    }

@@ -88,6 +88,7 @@ def test_a_short_small_run_leaves_every_file_and_learns(tmp_path):
     model.load_state_dict(last["model"])
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_same_seed_same_losses_and_weights(make_cfg, tmp_path):
     cfg = make_cfg(*TINY)
@@ -103,12 +104,14 @@ def test_same_seed_same_losses_and_weights(make_cfg, tmp_path):
     assert other["final_loss"] != first["final_loss"]
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_max_steps_wins_over_epochs(make_cfg, tmp_path):
     summary = run(make_cfg(*TINY, "trainer.epochs=3", "trainer.max_steps=2"), tmp_path)
     assert summary["steps"] == 2
 
 
+@pytest.mark.slow
 def test_a_bad_config_is_one_line_and_a_nonzero_exit(tmp_path):
     res = run_cli("model.channels=[30,60]", f"hydra.run.dir={tmp_path}")
     assert res.returncode != 0
@@ -130,6 +133,7 @@ def test_a_bad_config_is_one_line_and_a_nonzero_exit(tmp_path):
         ),
     ],
 )
+@pytest.mark.slow
 def test_a_rejected_start_leaves_no_folder_behind(tmp_path_factory, overrides, message):
     """A bad value, data that is not there, or quality measurement where no evaluator exists:
     one line, exit 1, and the launch folder is as it was (no outputs/<date>/<time>, no W&B
@@ -160,6 +164,7 @@ def test_a_rejected_start_leaves_no_folder_behind(tmp_path_factory, overrides, m
     assert sorted(p.name for p in launch.iterdir()) == []
 
 
+@pytest.mark.slow
 @needs_mnist
 @pytest.mark.parametrize("option", ["trainer.precision=bf16", "trainer.channels_last=true"])
 def test_speed_options_train_to_nearly_the_same_losses(make_cfg, tmp_path, option):

@@ -42,6 +42,7 @@ def test_default_output_folders(tmp_path):
     assert output_dir(tmp_path / "o", None, other, "samples", "x") == tmp_path / "o"
 
 
+@pytest.mark.slow
 def test_sample_cli_writes_grid_strip_and_tensor(tiny_run):
     res = run_module(
         "ddpm.sample",
@@ -89,6 +90,7 @@ def test_sample_cli_writes_grid_strip_and_tensor(tiny_run):
         (["run_dir=."], "error: run_dir='.': no checkpoints/last.pt in it"),
     ],
 )
+@pytest.mark.slow
 def test_sample_cli_bad_input_is_one_line(overrides, message):
     res = run_module("ddpm.sample", *overrides)
     assert res.returncode != 0
@@ -96,6 +98,7 @@ def test_sample_cli_bad_input_is_one_line(overrides, message):
     assert len(lines) == 1 and lines[0].startswith(message), res.stderr
 
 
+@pytest.mark.slow
 def test_sample_cli_checks_the_sampler_against_the_runs_schedule(tiny_run):
     res = run_module("ddpm.sample", f"run_dir={tiny_run}", "sampler.steps=50")  # T = 20
     assert res.returncode != 0

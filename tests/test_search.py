@@ -97,6 +97,7 @@ def test_a_diverging_trial_fails_and_the_study_goes_on(tmp_path, monkeypatch):
     assert "optimizer.lr=" in (tmp_path / "1" / ".hydra" / "overrides.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_a_bad_choice_stops_the_study_before_training(tmp_path):
     res = run_module(
         "ddpm.search", "search.space.schedule=[linear,cosin]", f"hydra.run.dir={tmp_path}"

@@ -87,6 +87,7 @@ def test_a_job_failing_while_training_finishes_its_run_with_a_nonzero_code(make_
     assert wb.exit_code == 1
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_logging_failure_warns_once_and_training_goes_on(make_cfg, tmp_path, monkeypatch):
     calls = []
@@ -133,6 +134,7 @@ def test_a_2x2_sweep_gives_4_runs_in_one_group_and_a_comparison(tmp_path):
         assert img.size[0] > 400
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_failed_job_does_not_stop_the_others(tmp_path):
     res = sweep(tmp_path, "optimizer.lr=1e30,2e-4")  # job 0 diverges while training
