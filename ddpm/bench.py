@@ -193,10 +193,13 @@ def process_table(
 
 def bench(cfg: DictConfig) -> dict:
     b = cfg.bench
+    from ddpm.evaluate.cache import dataset_of
+
+    name = dataset_of(cfg.dataset)[0]
     require(
-        cfg.dataset.get("_target_") in ("ddpm.data.Mnist", "ddpm.data.mnist"),
+        name == "mnist",
         "dataset",
-        str(cfg.dataset.get("_target_")).rsplit(".", 1)[-1],
+        name,
         "mnist only: the reference side is the seed's MNIST DataLoader pipeline",
     )
     device = pick_device(cfg.device)

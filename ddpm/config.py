@@ -218,15 +218,24 @@ def check_command_line(
         overrides = OverridesParser.create().parse_overrides(args)
     except OverrideParseException as err:
         raise UserError(str(err).strip().splitlines()[0]) from None
+    # Config folders added with hydra.searchpath=[file://DIR] hold options too (extensions).
+    roots = [groups_dir] + [
+        Path(str(entry).removeprefix("file://"))
+        for o in overrides
+        if o.key_or_group == "hydra.searchpath"
+        for entry in o.value()
+        if str(entry).startswith("file://")
+    ]
     for o in overrides:
         group = o.key_or_group
-        folder = groups_dir / group
+        folders = [root / group for root in roots]
         plugin_group = group in PLUGIN_GROUPS
         if o.is_delete() or (group.startswith("hydra") and not plugin_group):
             continue  # Hydra's own keys and groups (hydra.run.dir, hydra/job_logging)
-        if not (plugin_group or folder.is_dir()):
+        if not (plugin_group or any(f.is_dir() for f in folders)):
             continue
-        options = sorted({p.stem for p in folder.glob("*.yaml")} | _plugin_options(group))
+        found = {p.stem for f in folders for p in f.glob("*.yaml")}
+        options = sorted(found | _plugin_options(group))
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
         for value in values:
             if str(value) not in options:
@@ -235,7 +244,11 @@ def check_command_line(
         return  # each job is composed (and validated) on its own
     from hydra import compose, initialize_config_dir
 
-    job_args = [a for a in args if not a.lstrip("+~").startswith("hydra")]
+    job_args = [
+        a
+        for a in args
+        if a.startswith("hydra.searchpath") or not a.lstrip("+~").startswith("hydra")
+    ]
     try:
         with initialize_config_dir(config_dir=str(groups_dir), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=job_args)

@@ -89,7 +89,7 @@ def test_another_dataset_is_one_line(make_bench_cfg):
     with pytest.raises(UserError) as err:
         bench(make_bench_cfg("dataset=cifar10"))
     assert str(err.value) == (
-        "dataset='Cifar10': mnist only: the reference side is the seed's MNIST DataLoader pipeline"
+        "dataset='cifar10': mnist only: the reference side is the seed's MNIST DataLoader pipeline"
     )
 
 

@@ -507,7 +507,7 @@ def test_fashion_mnist_trains_with_no_model_override(fashion_root, tmp_path):
         "dataset.download=false",
     )  # fmt: skip
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert state["config"]["dataset"]["_target_"] == "ddpm.data.FashionMnist"
+    assert state["config"]["dataset"]["_target_"] == "ddpm.data.idx.FashionMnist"
     assert (state["config"]["model"]["in_channels"], state["config"]["model"]["image_size"]) == (
         1,
         28,
