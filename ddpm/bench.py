@@ -24,13 +24,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.cli import hydra_command
-from ddpm.config import CONF_DIR, Parts, build_parts, preset
+from ddpm.configs.presets import CONF_DIR, preset
+from ddpm.configs.run_config import Parts, build_parts
 from ddpm.data import batch_stream
-from ddpm.devices import pick_device
 from ddpm.errors import UserError, plain, require
+from ddpm.frontend.cli import hydra_command
+from ddpm.hardware.devices import pick_device
 from ddpm.models.flops import flops_per_image
-from ddpm.sampling import generate
+from ddpm.samplers.generate import generate
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState
 from ddpm.training.step import make_train_step

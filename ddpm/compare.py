@@ -16,10 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.cli import hydra_command
 from ddpm.errors import UserError
-from ddpm.tracking import read_metrics
-from ddpm.viz import Figure, plt
+from ddpm.frontend.cli import hydra_command
+from ddpm.runs.tracking import read_metrics
+from ddpm.runs.viz import Figure, plt
 
 # Summary keys shown when any job has them (quality metrics arrive with evaluation).
 COLUMNS = [

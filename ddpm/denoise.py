@@ -5,7 +5,8 @@ sqrt(ab_t), exactly a forward-process sample x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t
 sigma = sqrt((1 - ab_t) / ab_t). So the timestep is matched as the t whose noise-to-signal
 ratio sqrt((1 - ab_t)/ab_t) is closest to sigma (absolute difference, over all T steps), y is
 scaled by sqrt(ab_t), and the reverse process runs from t down to 0 with the chosen sampler
-(default DDIM, eta = 0: deterministic) on ``spaced_timesteps(t + 1, steps)``. Every process
+(default DDIM, eta = 0: deterministic) on ``sampler.starting_at(t)``, the sampler's own plan
+from t down. Every process
 (:mod:`ddpm.processes`) shows the sampler its levels as such a table (its grid), so the same
 match finds the flow time with t/(1 - t), or the EDM sigma, nearest the noise std.
 
@@ -34,13 +35,13 @@ from torch import Tensor, nn
 from torchvision.transforms.functional import gaussian_blur
 from torchvision.utils import make_grid
 
-from ddpm.cli import hydra_command, sampler_choice
 from ddpm.data import load_dataset
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError
-from ddpm.runs import load_for_sampling, output_dir
+from ddpm.frontend.cli import hydra_command, sampler_choice
+from ddpm.runs.load import load_for_sampling, output_dir
+from ddpm.runs.viz import plt, to_unit
 from ddpm.samplers.base import Sampler
-from ddpm.viz import plt, to_unit
 
 log = logging.getLogger("ddpm")
 

@@ -1,7 +1,8 @@
 """``python -m ddpm.run`` (``ddpm-run``): train a diffusion model from the composed config.
 
-Config -> objects (:func:`ddpm.config.build_parts`, which is also the validation) -> data ->
-the loop (:mod:`ddpm.training.loop`) -> files and logs in the run dir. Returns
+Config -> objects (:func:`ddpm.configs.run_config.build_parts`, which is also the
+validation) -> data -> the loop (:mod:`ddpm.training.loop`) -> files and logs in the run dir.
+Returns
 :func:`objective` (the final FID when measured, else the final loss) for sweepers.
 """
 
@@ -19,13 +20,15 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm import checkpoint, distributed
-from ddpm.cli import hydra_command, in_sweep
-from ddpm.config import Parts, build_parts, check_top_level
+from ddpm.configs.run_config import Parts, build_parts, check_top_level
 from ddpm.data import ImageDataset
-from ddpm.devices import pick_device
 from ddpm.errors import UserError
-from ddpm.tracking import SilentTracker
+from ddpm.evaluate.cache import evaluator_for
+from ddpm.frontend.cli import hydra_command, in_sweep
+from ddpm.hardware import distributed
+from ddpm.hardware.devices import pick_device
+from ddpm.runs import checkpoint
+from ddpm.runs.tracking import SilentTracker
 from ddpm.training.loop import Interrupted, train
 from ddpm.training.outputs import RunOutputs
 from ddpm.training.state import TrainState
@@ -46,6 +49,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     try:
         device = distributed.local_device(device, ranks)
         parts = build_parts(cfg, device)
+        if parts.settings.eval_every:  # before the data is read and the W&B run exists
+            evaluator_for(cfg.dataset, "trainer.eval_every", parts.settings.eval_every)
         data = parts.dataset.load()
         check_fit(parts, data, ranks)
         return _train(cfg, parts, data, _shared_run_dir(run_dir, ranks), device, ranks)

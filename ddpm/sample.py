@@ -1,6 +1,6 @@
 """``python -m ddpm.sample run_dir=<run>``: draw images from a trained run with any sampler.
 
-The model and schedule are rebuilt from the run's checkpoint (:mod:`ddpm.runs`); the sampler
+The model and schedule are rebuilt from the run's checkpoint (:mod:`ddpm.runs.load`); the sampler
 comes from ``conf/sampler`` like in training, so ``sampler=dpm_solver_pp sampler.steps=10``
 works here too. Writes ``grid.png``, ``progress.png`` (one image's reverse process),
 ``samples.pt`` (the raw tensor in [-1, 1]) and ``sample.json`` (settings and speed).
@@ -19,11 +19,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ddpm import viz
-from ddpm.cli import hydra_command, sampler_choice
 from ddpm.errors import UserError
-from ddpm.runs import load_for_sampling, output_dir
-from ddpm.sampling import generate, label_rows
+from ddpm.frontend.cli import hydra_command, sampler_choice
+from ddpm.runs import viz
+from ddpm.runs.load import load_for_sampling, output_dir
+from ddpm.samplers.generate import generate, label_rows
 
 log = logging.getLogger("ddpm")
 

@@ -32,9 +32,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ddpm.cli import hydra_command
-from ddpm.config import check_command_line, one_line, validate
+from ddpm.configs.run_config import check_command_line, one_line, validate
 from ddpm.errors import UserError, fail, is_int, is_number, require
+from ddpm.frontend.cli import hydra_command
 from ddpm.run import objective, run
 from ddpm.training.loop import Interrupted
 from ddpm.training.state import NonFiniteLoss

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -36,6 +37,17 @@ TINY = [
 ]
 # The same with an offline W&B run (what the tracking tests read back).
 TINY_WANDB = [*TINY[:-1], "logger=wandb", "logger.mode=offline"]
+
+
+def fast_only(values: Iterable[Any], fast: Callable[[Any], bool]) -> list[Any]:
+    """``values`` for ``parametrize``, those for which ``fast`` is false marked slow: the fast
+    loop (``pytest -m "not slow"``) runs a representative part of a grid, the full suite all.
+    A tuple is one row of several arguments."""
+    slow = pytest.mark.slow
+    return [
+        v if fast(v) else pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=slow)
+        for v in values
+    ]
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import TINY, needs_mnist
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.errors import UserError
 
 BENCH = [
@@ -23,7 +23,7 @@ def make_bench_cfg():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from ddpm.config import CONF_DIR
+    from ddpm.configs.presets import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -105,9 +105,9 @@ def test_console_scripts_are_installed_and_exit_1_on_bad_input(tmp_path):
 def test_a_checkpoint_written_before_this_layout_still_samples():
     """The shared GPU checkpoint (older code: dataset target ddpm.data.mnist, trainer without a
     target) rebuilds and samples; its EMA weights draw digit-like images, not noise."""
-    from ddpm.config import preset
-    from ddpm.runs import load_trained
-    from ddpm.sampling import generate
+    from ddpm.configs.presets import preset
+    from ddpm.runs.load import load_trained
+    from ddpm.samplers.generate import generate
 
     cfg, model, schedule = load_trained(None, SHARED_CHECKPOINT)
     assert cfg.dataset._target_ == "ddpm.data.mnist" and len(schedule) == 1000

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import needs_mnist, run_module
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.diffusion.objective import diffusion_loss, drop_labels
 from ddpm.models.unet import UNet
 
@@ -111,10 +111,10 @@ def halves(num: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 def test_conditional_model_separates_two_classes(tmp_path, make_cfg, one_thread) -> None:
     """Trained briefly (the real loop, label dropout on) on two classes, each label gives its
     own class: the brighter half of each sample is the asked-for one."""
-    from ddpm.config import build_parts
+    from ddpm.configs.run_config import build_parts
     from ddpm.data import ImageDataset
-    from ddpm.sampling import generate
-    from ddpm.tracking import Tracker
+    from ddpm.runs.tracking import Tracker
+    from ddpm.samplers.generate import generate
     from ddpm.training.loop import train
     from ddpm.training.outputs import RunOutputs
     from ddpm.training.state import TrainState

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONF, TINY
+from conftest import CONF, TINY, fast_only
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ddpm.config import preset, validate
+from ddpm.configs.presets import preset
+from ddpm.configs.run_config import validate
 from ddpm.data import ImageFolder, load_dataset
 from ddpm.errors import UserError
 
@@ -325,7 +326,7 @@ def test_bad_image_folder_settings_are_one_line(kwargs, message):
 # ---- the model follows the dataset -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("option", PRESETS)
+@pytest.mark.parametrize("option", fast_only(PRESETS, lambda o: o in ("small", "res_tiny")))
 @pytest.mark.parametrize(
     ("dataset", "shape"),
     [
@@ -400,7 +401,7 @@ def rgb_folder(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_an_rgb_image_folder_trains_at_32_with_no_model_override(rgb_folder, tmp_path):
-    from ddpm.checkpoint import load
+    from ddpm.runs.checkpoint import load
 
     run_dir = train(
         tmp_path / "run",

@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ddpm.config import GROUPS, HYDRA_KEYS, PASSED_AT_BUILD
+from ddpm.configs.run_config import GROUPS, HYDRA_KEYS, PASSED_AT_BUILD
 
 # (yaml file, key) -> why the signature keeps that default anyway. Empty: no exceptions.
 DELIBERATE: dict[tuple[str, str], str] = {}
@@ -117,7 +117,7 @@ def test_the_yaml_is_the_one_home_of_each_default(file, where, group, node):
 def test_every_group_option_and_nested_target_is_checked():
     files = {file for file, *_ in ALL}
     assert {f"conf/{g}/{o}.yaml" for g, o in group_options()} <= files
-    assert "conf/config.yaml" in files  # hydra.callbacks: ddpm.callbacks.ReportFailures
+    assert "conf/config.yaml" in files  # hydra.callbacks: ddpm.frontend.callbacks.ReportFailures
     assert len(group_options()) >= 30
 
 

@@ -8,7 +8,7 @@ import torch
 from conftest import GaussianOracle, run_module
 from PIL import Image
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.denoise import comma_lists_as_lists, denoise, matched_timestep, psnr
 
 MU, S = 0.3, 0.2

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import DATA_ROOT, REPO, TINY, needs_mnist
 
-from ddpm.distributed import Ranks
-from ddpm.tracking import read_metrics
+from ddpm.hardware.distributed import Ranks
+from ddpm.runs.tracking import read_metrics
 
 # A global batch of 13 splits 7 + 6: uneven parts must still give the one-process loss.
 DDP_RUN = [

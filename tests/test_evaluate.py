@@ -16,7 +16,6 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from torchvision.transforms.functional import gaussian_blur
 
-from ddpm import checkpoint
 from ddpm.data import ImageDataset, mnist
 from ddpm.errors import UserError
 from ddpm.evaluate import cache
@@ -30,6 +29,7 @@ from ddpm.evaluate.metrics import (
     kernel_distance,
     precision_recall,
 )
+from ddpm.runs import checkpoint
 
 REAL_CACHE = (cache.default_dir() / cache.WEIGHTS).is_file()
 needs_real_cache = pytest.mark.skipif(
@@ -316,7 +316,7 @@ def test_training_with_eval_every_logs_fid_over_steps(
     from wandb_files import read_runs
 
     from ddpm.run import run
-    from ddpm.tracking import read_metrics
+    from ddpm.runs.tracking import read_metrics
 
     monkeypatch.setenv("DDPM_CACHE_DIR", str(tmp_path / "cache"))
     cfg = make_cfg(

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from ddpm.run import run
-from ddpm.tracking import read_metrics
+from ddpm.runs.tracking import read_metrics
 
 MODULE = '''
 """A toy sampler, dataset and logger, as a user would write them in their own project."""
@@ -23,7 +23,7 @@ import torch
 
 from ddpm.data.base import ImageDataset
 from ddpm.samplers.base import Sampler
-from ddpm.tracking import Tracker
+from ddpm.runs.tracking import Tracker
 
 
 class ShrinkSampler(Sampler):
@@ -139,8 +139,9 @@ def test_a_toy_sampler_dataset_and_logger_train_and_sample_with_no_other_change(
     assert samples.shape == (5, 1, 28, 28) and torch.isfinite(samples).all()
 
 
-def test_a_dataset_that_declares_no_evaluator_is_refused_for_quality_measurement(extension):
-    from ddpm.config import validate
+def test_a_dataset_that_declares_no_evaluator_is_refused_for_quality_measurement(
+    extension, tmp_path
+):
     from ddpm.errors import UserError
 
     GlobalHydra.instance().clear()
@@ -156,11 +157,12 @@ def test_a_dataset_that_declares_no_evaluator_is_refused_for_quality_measurement
     with pytest.raises(
         UserError, match=r"^trainer.eval_every=5: no trained evaluator for toy_extension.Stripes"
     ):
-        validate(cfg)
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_an_unknown_option_is_still_refused_with_the_search_path_in_the_list(extension):
-    from ddpm.config import check_command_line
+    from ddpm.configs.run_config import check_command_line
     from ddpm.errors import UserError
 
     with pytest.raises(UserError) as err:

@@ -66,3 +66,31 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     edges = graph()
     assert "ddpm.training.loop" in edges["ddpm.run"]  # the graph sees real imports
+
+
+# The product's interface: python -m ddpm.<command> (and the console scripts). Everything else
+# is library, in subpackages named for what they hold; only errors.py sits beside the commands,
+# since every layer raises its UserError.
+COMMANDS = {
+    "ddpm.run",
+    "ddpm.sample",
+    "ddpm.denoise",
+    "ddpm.compare",
+    "ddpm.bench",
+    "ddpm.search",
+    "ddpm.evaluate.command",
+    "ddpm.evaluate.build",
+    "ddpm.evaluate.__main__",
+}
+
+
+def test_the_top_of_the_package_holds_the_commands_and_nothing_else():
+    top = {f"ddpm.{p.stem}" for p in PACKAGE.glob("*.py")} - {"ddpm.__init__"}
+    assert top == {c for c in COMMANDS if c.count(".") == 1} | {"ddpm.errors"}
+
+
+def test_the_library_never_imports_a_command():
+    edges = graph()
+    assert set(edges) | {"ddpm.evaluate.__main__"} >= COMMANDS
+    offenders = {m: edges[m] & COMMANDS for m in edges if m not in COMMANDS and edges[m] & COMMANDS}
+    assert offenders == {}

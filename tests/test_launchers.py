@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from wandb_files import read_runs
 
-from ddpm.config import check_command_line
+from ddpm.configs.run_config import check_command_line
 from ddpm.errors import UserError
 
 # The conftest's tiny run minus dataset.root (the jobs must read DDPM_DATA_ROOT from the

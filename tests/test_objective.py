@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.diffusion.objective import diffusion_loss, loss_weight, target, to_eps, to_x0
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.diffusion.plans import (
     KARRAS_RHO,
     SIGMA_MAX,

@@ -11,10 +11,10 @@ import torch
 from conftest import DATA_ROOT, REPO, TINY, TINY_WANDB, needs_mnist
 from wandb_files import read_runs
 
-from ddpm import checkpoint
 from ddpm.errors import UserError
 from ddpm.run import run
-from ddpm.tracking import read_metrics
+from ddpm.runs import checkpoint
+from ddpm.runs.tracking import read_metrics
 from ddpm.training.state import NonFiniteLoss
 
 # A run long enough to interrupt: checkpoints every 3 steps, a row per step, offline W&B.
@@ -211,7 +211,7 @@ def test_ema_follows_its_recursion_and_resumes_exactly(make_cfg, tmp_path):
     assert all(torch.equal(again["ema"][k], last["ema"][k]) for k in last["ema"])
     assert losses(tmp_path / "halves") == losses(tmp_path / "whole")
 
-    from ddpm.runs import load_trained
+    from ddpm.runs.load import load_trained
 
     _, model, _ = load_trained(tmp_path / "whole")  # sampling commands use the EMA weights
     assert all(torch.equal(v, last["ema"][k]) for k, v in model.state_dict().items())

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ddpm.config import preset, validate
+from ddpm.configs.presets import preset
+from ddpm.configs.run_config import validate
 from ddpm.errors import UserError
 from ddpm.models.flops import flops_per_image
 from ddpm.models.resunet import AttentionBlock, ResUNet

@@ -11,9 +11,9 @@ import torch
 from conftest import DATA_ROOT, REPO, TINY, needs_mnist
 from PIL import Image
 
-from ddpm import checkpoint
 from ddpm.run import run
-from ddpm.tracking import read_metrics
+from ddpm.runs import checkpoint
+from ddpm.runs.tracking import read_metrics
 
 
 def run_cli(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

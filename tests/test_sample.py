@@ -8,7 +8,7 @@ from conftest import run_module
 from PIL import Image
 
 from ddpm.errors import UserError
-from ddpm.runs import load_trained, output_dir
+from ddpm.runs.load import load_trained, output_dir
 
 
 def test_load_trained_rebuilds_the_run(tiny_run):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from wandb_files import read_runs
 
 from ddpm.compare import compare
-from ddpm.config import validate
+from ddpm.configs.run_config import validate
 from ddpm.errors import UserError
 from ddpm.run import objective
 from ddpm.search import Choice, Range, override, parse_space, run_trial

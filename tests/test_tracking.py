@@ -13,10 +13,10 @@ from PIL import Image
 from wandb_files import read_runs
 
 from ddpm.compare import compare
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.errors import UserError
 from ddpm.run import run
-from ddpm.tracking import HydraJob, has_wandb_credentials, read_metrics
+from ddpm.runs.tracking import HydraJob, has_wandb_credentials, read_metrics
 
 # Tiny jobs for sweeps on the command line (the conftest list minus the logger choice).
 SWEEP_BASE = [o for o in TINY if not o.startswith("logger")] + ["logger.mode=offline"]

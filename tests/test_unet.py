@@ -2,7 +2,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.errors import UserError
 from ddpm.models.unet import sinusoidal_embedding
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.data.base import (
     ImageDataset,
     check_common,

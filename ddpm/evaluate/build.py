@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from ddpm.cli import hydra_command
-from ddpm.devices import pick_device
 from ddpm.evaluate import cache
+from ddpm.frontend.cli import hydra_command
+from ddpm.hardware.devices import pick_device
 
 
 def main(cfg: DictConfig) -> None:

@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from ddpm import checkpoint as ckpt
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.data import Cifar10, FashionMnist, ImageDataset, Mnist, mnist
 from ddpm.errors import UserError, fail, is_int, require
 from ddpm.evaluate.classifier import Classifier, accuracy, train_classifier
 from ddpm.evaluate.metrics import Reference, compute_reference
+from ddpm.runs import checkpoint as ckpt
 
 log = logging.getLogger("ddpm")
 

@@ -1,6 +1,6 @@
 """What ``python -m ddpm.evaluate run_dir=<run>`` does: sample from a run, measure the samples.
 
-The model and schedule come from the run's checkpoint (:func:`ddpm.runs.load_trained`), the
+The model and schedule come from the run's checkpoint (:func:`ddpm.runs.load.load_trained`), the
 sampler from ``conf/sampler``; metrics are those of :func:`ddpm.evaluate.metrics.evaluate_images`
 on the run's dataset's cached evaluator (``features=classifier``) or on Inception-v3 features
 (``features=inception``). Writes ``<run>/eval/<sampler>_<steps>_n<N>[_<ckpt stem>].json`` (that
@@ -18,12 +18,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.cli import hydra_command, sampler_choice
 from ddpm.errors import is_int, require
 from ddpm.evaluate.cache import dataset_of, evaluator_for, load_evaluator, resolve_dir
 from ddpm.evaluate.metrics import K_NEIGHBOURS, evaluate_images
-from ddpm.runs import load_for_sampling, output_dir
-from ddpm.sampling import balanced_labels, sample_images
+from ddpm.frontend.cli import hydra_command, sampler_choice
+from ddpm.runs.load import load_for_sampling, output_dir
+from ddpm.samplers.generate import balanced_labels, sample_images
 
 log = logging.getLogger("ddpm")
 MIN_SAMPLES = K_NEIGHBOURS + 1
@@ -125,7 +125,9 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
 
         logger = OmegaConf.to_container(job.config.get("logger") or {}, resolve=True)
         prefixed = {f"eval/{default_out.name}/{k}": v for k, v in metrics.items()}
-        tracker = get_object(logger.get("_target_", "ddpm.tracking.Tracker"))
+        target = logger.get("_target_", "ddpm.runs.tracking.Tracker")
+        # Runs trained before the package layout name their logger ddpm.tracking.<Class>.
+        tracker = get_object(target.replace("ddpm.tracking.", "ddpm.runs.tracking.", 1))
         tracker.add_to_run(default_out.parent.parent, job.run_id, prefixed, train_step, logger)
     return result
 

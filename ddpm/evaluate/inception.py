@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ddpm import checkpoint as ckpt
 from ddpm.errors import UserError
 from ddpm.evaluate.metrics import Reference
+from ddpm.runs import checkpoint as ckpt
 
 log = logging.getLogger("ddpm")
 

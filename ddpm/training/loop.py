@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ddpm import distributed
 from ddpm.data import ImageDataset, batch_stream
+from ddpm.hardware import distributed
 from ddpm.processes import Process
 from ddpm.training.outputs import RunOutputs
 from ddpm.training.settings import TrainerSettings

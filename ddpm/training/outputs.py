@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from ddpm import checkpoint, viz
+from ddpm.runs import checkpoint, viz
+from ddpm.runs.tracking import Tracker
 from ddpm.samplers.base import Sampler
-from ddpm.sampling import balanced_labels, generate, label_rows, sample_images
-from ddpm.tracking import Tracker
+from ddpm.samplers.generate import balanced_labels, generate, label_rows, sample_images
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState
 

@@ -1,7 +1,8 @@
 """``trainer``: how long and how to train, and how often to log, sample, evaluate and save.
 
 The ``trainer`` group builds :class:`TrainerSettings`; its fields are the allowed keys (a key
-not listed here is refused, see :mod:`ddpm.config`) and ``__post_init__`` holds every range.
+not listed here is refused, see :mod:`ddpm.configs.run_config`) and ``__post_init__`` holds
+every range.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ddpm.devices import PRECISIONS
 from ddpm.diffusion.objective import LOSS_WEIGHTINGS
 from ddpm.errors import fail, is_int, is_number, require
+from ddpm.hardware.devices import PRECISIONS
 
 # torch.compile modes: reduce-overhead replays the step's kernels as CUDA graphs.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from ddpm import checkpoint
 from ddpm.errors import UserError
+from ddpm.runs import checkpoint
 
 
 class NonFiniteLoss(UserError):

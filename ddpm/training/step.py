@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ddpm import distributed
-from ddpm.devices import precision_context
+from ddpm.hardware import distributed
+from ddpm.hardware.devices import precision_context
 from ddpm.processes import Process
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 from ddpm.evaluate.cache import load_evaluator
 from ddpm.evaluate.metrics import evaluate_images
 

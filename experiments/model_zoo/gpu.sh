@@ -45,7 +45,7 @@ curve)
   python - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
-from ddpm.tracking import read_metrics
+from ddpm.runs.tracking import read_metrics
 out = Path(sys.argv[1])
 rows = {v: read_metrics(out / f"curve_{v}") for v in ("eager", "graphed_bf16")}
 a = [r["loss"] for r in rows["eager"] if "loss" in r]

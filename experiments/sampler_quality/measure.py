@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ddpm.config import preset
-from ddpm.runs import load_trained
+from ddpm.configs.presets import preset
+from ddpm.runs.load import load_trained
 
 CHECKPOINT = "/work/shared/checkpoints/small-cosine-ema-22ep.pt"
 

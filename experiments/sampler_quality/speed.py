@@ -14,7 +14,7 @@ import time
 import torch
 from measure import build
 
-from ddpm.config import preset
+from ddpm.configs.presets import preset
 
 
 def main() -> None:

@@ -5,15 +5,10 @@ Rules live where the values are used: the top level's keys and types in :class:`
 ``_target_``'s signature, and each range in that target's constructor (which raises
 :class:`~ddpm.errors.UserError` with one line). :func:`build_parts` builds the cheap objects,
 so building them *is* the validation, before any data is read or file written.
-
-Every default lives in one place: the yaml (``conf/config.yaml``, ``conf/<group>/<option>.yaml``).
-Signatures hold none for a key a yaml sets (tests/test_defaults.py checks it), so code that
-builds a part without a whole config asks for a preset: :func:`preset`.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -21,13 +16,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ddpm.configs.presets import CONF_DIR, build
 from ddpm.errors import UserError, fail, is_int, require
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 GROUPS = ("model", "schedule", "process", "optimizer", "sampler", "dataset", "logger", "trainer")
 # Arguments the code passes at build time, so they are not config keys.
@@ -57,43 +51,6 @@ class RunConfig:
     trainer: Any = MISSING
     device: str = MISSING  # auto = cuda when present, else cpu; or cpu, mps, cuda, cuda:<n>
     experiment_name: str | None = MISSING  # set by experiment presets; names the W&B group
-
-
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    """``instantiate``, but a UserError raised inside stays a UserError (one clean line)."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        raise
-
-
-@functools.cache
-def _preset_config(group: str, option: str) -> DictConfig:
-    """``conf/<group>/<option>.yaml`` as Hydra composes it (its defaults list followed), next
-    to the default dataset its interpolations read (``${dataset.channels}``); unresolved."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    overrides = [f"+{group}={option}"] + ([] if group == "dataset" else ["+dataset=mnist"])
-    outer = GlobalHydra.instance().hydra  # a running command's (ddpm.bench): set aside
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(overrides=overrides)
-    finally:
-        GlobalHydra.instance().hydra = outer
-    OmegaConf.set_readonly(cfg, True)
-    return cfg
-
-
-def preset(group: str, option: str, **overrides: Any) -> Any:
-    """What ``conf/<group>/<option>.yaml`` builds, with ``overrides``: keys of the yaml
-    (``steps=20``) and build-time arguments (``schedule=``), e.g.
-    ``preset("sampler", "ddim", schedule=sch, eta=1.0)``. A model's ``${dataset.*}`` keys
-    follow conf/dataset/mnist.yaml unless overridden."""
-    return build(_preset_config(group, option)[group], **overrides)
 
 
 def check_keys(group: str, node: DictConfig) -> None:
@@ -167,10 +124,6 @@ def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
     for group in GROUPS:
         check_keys(group, cfg[group])
     settings = build(cfg.trainer)
-    if settings.eval_every:  # before the run dir and the W&B run exist
-        from ddpm.evaluate.cache import evaluator_for
-
-        evaluator_for(cfg.dataset, "trainer.eval_every", settings.eval_every)
     torch.manual_seed(settings.seed)  # before building: initial weights depend on it
     model = build(cfg.model).to(device)
     process = build_process(cfg).to(device)
@@ -187,7 +140,7 @@ def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
 
 def validate(cfg: DictConfig) -> None:
     """Raises UserError on the first bad key or value of ``cfg`` (builds it on the CPU)."""
-    from ddpm.devices import pick_device
+    from ddpm.hardware.devices import pick_device
 
     check_top_level(cfg)
     pick_device(cfg.device)

@@ -15,11 +15,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ddpm import checkpoint as ckpt
-from ddpm.config import build, build_process
-from ddpm.devices import pick_device
+from ddpm.configs.presets import build
+from ddpm.configs.run_config import build_process
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError, fail, require
+from ddpm.hardware.devices import pick_device
+from ddpm.runs import checkpoint as ckpt
 from ddpm.samplers.base import Sampler
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.config import CONF_DIR, check_command_line, check_seeds
+from ddpm.configs.presets import CONF_DIR
+from ddpm.configs.run_config import check_command_line, check_seeds
 from ddpm.errors import UserError
 
 Task = Callable[[DictConfig], Any]

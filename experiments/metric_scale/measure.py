@@ -1,8 +1,9 @@
-"""``python -m ddpm.evaluate.scale``: what the metrics read for known image sets.
+"""``python experiments/metric_scale/measure.py``: what the metrics read for known image sets.
 
 Real MNIST train digits (the floor a perfect generator reaches at that sample count), damaged
 digits, one digit class only (mode collapse) and pure noise, each against the cached MNIST-test
-reference. Prints a markdown table; the numbers in ddpm/evaluate/README.md come from it.
+reference. Prints a markdown table; the numbers in experiments/metric_scale/README.md come
+from it.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def image_sets(train: Tensor, labels: Tensor, seed: int) -> dict[str, Callable[[
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ddpm.evaluate.scale", description=__doc__)
+    prog = "python experiments/metric_scale/measure.py"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--data-root", default=os.environ.get("DDPM_DATA_ROOT", "data"))
     parser.add_argument("--cache-dir", default=None, help="evaluator cache (default: the usual)")
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000])

@@ -1,0 +1,1 @@
+"""The config: presets (each default's one home, the yaml) and a run's composed config."""

@@ -1,0 +1,1 @@
+"""What every command shares: the command-line front end and the sweep callbacks."""

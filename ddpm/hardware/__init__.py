@@ -1,0 +1,1 @@
+"""Where tensors live: device choice and data-parallel training."""

@@ -1,0 +1,1 @@
+"""A trained run on disk: checkpoints, logs and trackers, pictures, and loading it back."""
