@@ -37,7 +37,7 @@ from torchvision.utils import make_grid
 
 from ddpm.data import load_dataset
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError
+from ddpm.errors import is_int, is_number, plain, require
 from ddpm.frontend.cli import hydra_command, sampler_choice
 from ddpm.runs.load import load_for_sampling, output_dir
 from ddpm.runs.viz import plt, to_unit
@@ -118,22 +118,22 @@ def best_blur(noisy: Tensor, clean: Tensor, sigmas: list[float]) -> tuple[float,
 
 def _as_levels(value: Any) -> list[float]:
     raw = list(value) if isinstance(value, list | tuple | ListConfig) else [value]
-    ok = raw and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
-    if not ok or any(v <= 0 for v in raw):
-        raise UserError(
-            f"noise_std={value!r}: one number or a list of numbers > 0 in [-1, 1] pixel "
-            "units, e.g. noise_std=[0.1,0.3,0.5,0.8]"
-        )
+    require(
+        bool(raw) and all(is_number(v) and v > 0 for v in raw),
+        "noise_std",
+        value,
+        "one number or a list of numbers > 0 in [-1, 1] pixel units, e.g. "
+        "noise_std=[0.1,0.3,0.5,0.8]",
+    )
     return [float(v) for v in raw]
 
 
 def _check(cfg: DictConfig) -> None:
     for key in ("num_images", "num_eval", "batch_size"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise UserError(f"{key}={cfg[key]!r}: an integer >= 1")
-    sigmas = cfg.blur_sigmas
-    if not sigmas or any(not isinstance(s, int | float) or s <= 0 for s in sigmas):
-        raise UserError(f"blur_sigmas={sigmas!r}: a non-empty list of numbers > 0")
+        require(is_int(cfg[key], 1), key, cfg[key], "an integer >= 1")
+    sigmas = plain(cfg.blur_sigmas)
+    ok = bool(sigmas) and all(is_number(s) and s > 0 for s in sigmas)
+    require(ok, "blur_sigmas", sigmas, "a non-empty list of numbers > 0")
 
 
 def eval_digits(run_cfg: DictConfig, cfg: DictConfig, count: int) -> Tensor:
@@ -143,8 +143,8 @@ def eval_digits(run_cfg: DictConfig, cfg: DictConfig, count: int) -> Tensor:
     if cfg.dataset.root is not None:
         overrides["root"] = cfg.dataset.root
     data = load_dataset(run_cfg.dataset, **overrides)
-    if count > len(data.images):
-        raise UserError(f"num_eval={count}: the test split has only {len(data.images)} images")
+    have = len(data.images)
+    require(count <= have, "num_eval", count, f"the test split has only {have} images")
     order = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(cfg.seed))
     return data.images[order[:count]]
 

@@ -17,13 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.configs.run_config import Parts, build_parts, check_top_level
 from ddpm.data import ImageDataset
-from ddpm.errors import UserError
-from ddpm.evaluate.cache import evaluator_for
+from ddpm.errors import UserError, require
+from ddpm.evaluate.cache import evaluator_for, load_evaluator
 from ddpm.frontend.cli import hydra_command, in_sweep
 from ddpm.hardware import distributed
 from ddpm.hardware.devices import pick_device
@@ -49,11 +50,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     try:
         device = distributed.local_device(device, ranks)
         parts = build_parts(cfg, device)
-        if parts.settings.eval_every:  # before the data is read and the W&B run exists
-            evaluator_for(cfg.dataset, "trainer.eval_every", parts.settings.eval_every)
+        every = parts.settings.eval_every  # has the dataset an evaluator? before anything is read
+        evaluator = evaluator_for(cfg.dataset, "trainer.eval_every", every) if every else None
         data = parts.dataset.load()
         check_fit(parts, data, ranks)
-        return _train(cfg, parts, data, _shared_run_dir(run_dir, ranks), device, ranks)
+        run_dir = _shared_run_dir(run_dir, ranks)
+        return _train(cfg, parts, data, run_dir, device, ranks, evaluator)
     finally:
         distributed.teardown()
 
@@ -62,22 +64,26 @@ def check_fit(parts: Parts, data: ImageDataset, ranks: distributed.Ranks) -> Non
     """The model takes the dataset's images and labels; the batch has an image per rank."""
     model, batch = parts.model, parts.settings.batch_size
     expected = (model.in_channels, model.image_size, model.image_size)
-    if tuple(data.images.shape[1:]) != expected:
-        raise UserError(
-            f"model.image_size/in_channels={expected} do not match the dataset's images "
-            f"{tuple(data.images.shape[1:])}"
-        )
-    classes = getattr(model, "num_classes", None)
-    if classes is not None and int(data.labels.max()) >= classes:
-        raise UserError(
-            f"model.num_classes={classes}: the dataset has labels up to "
-            f"{int(data.labels.max())}; use num_classes > that"
-        )
-    if ranks.world > batch:
-        raise UserError(
-            f"trainer.batch_size={batch}: the global batch, at least one image per process "
-            f"({ranks.world} processes)"
-        )
+    shape = tuple(data.images.shape[1:])
+    require(
+        shape == expected,
+        "model.image_size/in_channels",
+        expected,
+        f"the dataset's images are {shape}",
+    )
+    classes, top = getattr(model, "num_classes", None), int(data.labels.max())
+    require(
+        classes is None or top < classes,
+        "model.num_classes",
+        classes,
+        f"the dataset has labels up to {top}; use num_classes > that",
+    )
+    require(
+        ranks.world <= batch,
+        "trainer.batch_size",
+        batch,
+        f"the global batch, at least one image per process ({ranks.world} processes)",
+    )
 
 
 def _shared_run_dir(run_dir: Path, ranks: distributed.Ranks) -> Path:
@@ -98,6 +104,7 @@ def _train(
     run_dir: Path,
     device: Any,
     ranks: distributed.Ranks,
+    evaluator: tuple[str, dict[str, Any]] | None,
 ) -> dict[str, Any]:
     settings = parts.settings
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -112,17 +119,16 @@ def _train(
     log_plan(settings, parts, len(data), run_dir)
     open_tracker = parts.logger if ranks.main else SilentTracker
     with open_tracker(run_dir=run_dir, run_config=config, **resumed) as tracker:
-        out = RunOutputs(
-            run_dir,
-            state,
-            parts.sampler,
-            settings,
-            tracker,
-            device,
-            config,
-            cfg.dataset.root,
-            measures=ranks.main,
-        )
+        quality = None
+        if evaluator is not None and ranks.main:  # rank 0 measures
+            # Building the evaluator (first use) seeds torch: keep the training streams, which
+            # every rank must share, untouched.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                name, options = evaluator
+                quality = load_evaluator(
+                    None, device, data_root=cfg.dataset.root, dataset=name, options=options
+                )
+        out = RunOutputs(run_dir, state, parts.sampler, settings, tracker, device, config, quality)
         return train(settings, state, parts.process, data, out, device, ranks)
 
 

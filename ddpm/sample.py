@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ddpm.errors import UserError
+from ddpm.errors import UserError, is_int, require
 from ddpm.frontend.cli import hydra_command, sampler_choice
 from ddpm.runs import viz
 from ddpm.runs.load import load_for_sampling, output_dir
@@ -35,18 +35,20 @@ def requested_labels(cfg: DictConfig, model: nn.Module) -> torch.Tensor | None:
         return None
     classes = getattr(model, "num_classes", None)
     key = "label" if label is not None else "labels"
-    if classes is None:
-        raise UserError(
-            f"{key}={label if label is not None else mode!r}: this run is unconditional "
-            "(model.num_classes=null); train with model.num_classes=10 to ask for classes"
-        )
+    require(
+        classes is not None,
+        key,
+        label if label is not None else mode,
+        "this run is unconditional (model.num_classes=null); train with model.num_classes=10 "
+        "to ask for classes",
+    )
     if mode is not None:
-        if label is not None or mode != "all":
-            raise UserError(f"labels={mode!r}: allowed all (and no label= with it)")
+        ok = label is None and mode == "all"
+        require(ok, "labels", mode, "allowed all (and no label= with it)")
         return label_rows(classes, 10)  # ten per class, one row each
     wanted = list(label) if OmegaConf.is_list(label) else [label]
-    if not wanted or not all(isinstance(c, int) and 0 <= c < classes for c in wanted):
-        raise UserError(f"label={label!r}: a class 0..{classes - 1} or a non-empty list of them")
+    ok = bool(wanted) and all(is_int(c, 0) and c < classes for c in wanted)
+    require(ok, "label", label, f"a class 0..{classes - 1} or a non-empty list of them")
     return torch.tensor(wanted).repeat(-(-cfg.num_samples // len(wanted)))[: cfg.num_samples]
 
 
@@ -73,8 +75,7 @@ def read_back(
 
 def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
     """Samples ``cfg.num_samples`` images and writes them under the output folder."""
-    if not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
-        raise UserError(f"num_samples={cfg.num_samples!r}: an integer >= 1")
+    require(is_int(cfg.num_samples, 1), "num_samples", cfg.num_samples, "an integer >= 1")
     job = load_for_sampling(cfg)
     model, schedule, sampler, ckpt, device = (
         job.model,

@@ -524,9 +524,7 @@ def test_a_model_forced_off_the_dataset_is_one_line(tmp_path, cifar_root):
         "dataset.download=false", "dataset.checksums=false", "model.in_channels=1",
     )  # fmt: skip
     msg = one_line_error(run, cfg, tmp_path / "run")
-    assert msg == (
-        "model.image_size/in_channels=(1, 32, 32) do not match the dataset's images (3, 32, 32)"
-    )
+    assert msg == ("model.image_size/in_channels=(1, 32, 32): the dataset's images are (3, 32, 32)")
 
 
 def test_an_evaluator_refuses_images_of_another_shape_in_one_line():

@@ -2,6 +2,7 @@
 commands sit on top. Every import counts, also those inside functions."""
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ddpm"
@@ -94,3 +95,16 @@ def test_the_library_never_imports_a_command():
     assert set(edges) | {"ddpm.evaluate.__main__"} >= COMMANDS
     offenders = {m: edges[m] & COMMANDS for m in edges if m not in COMMANDS and edges[m] & COMMANDS}
     assert offenders == {}
+
+
+def test_every_key_value_error_is_raised_through_require():
+    """``key=value: allowed`` messages have one maker, ``errors.require``/``fail``; a
+    ``raise UserError(f"key={...}...")`` written by hand is refused. (Errors that name a file
+    or relay Hydra's own text keep their shape.)"""
+    hand_made = re.compile(r'raise UserError\(\s*f"(\{\w+\}|[\w./]+)=\{')
+    found = [
+        str(p.relative_to(PACKAGE.parent))
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "errors.py" and hand_made.search(p.read_text())
+    ]
+    assert found == []

@@ -33,26 +33,16 @@ class RunOutputs:
         settings: TrainerSettings,
         tracker: Tracker,
         device: torch.device,
-        config: dict[str, Any],
-        data_root: str | None = None,
-        measures: bool = True,
+        record: dict[str, Any],
+        quality: tuple[Any, Any] | None = None,
     ) -> None:
-        """``measures``: this process evaluates quality (``trainer.eval_every``); under
-        torchrun only rank 0 does."""
+        """``record``: the resolved run config, stored in each checkpoint so the run can be
+        rebuilt from it. ``quality``: the (evaluator, reference) that ``trainer.eval_every``
+        measures with, in the process that measures (rank 0), else None."""
         self.run_dir, self.state, self.sampler, self.settings = run_dir, state, sampler, settings
-        self.tracker, self.device, self.config = tracker, device, config
+        self.tracker, self.device, self.record = tracker, device, record
         self.last_checkpoint = run_dir / "checkpoints" / "last.pt"
-        self.quality = None
-        if settings.eval_every and measures:
-            from ddpm.evaluate.cache import dataset_of, load_evaluator
-
-            name, options = dataset_of(config.get("dataset"))  # has one: build_parts checked
-            # Building the evaluator (first use) seeds torch: keep the training streams, which
-            # every rank must share, untouched.
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                self.quality = load_evaluator(
-                    None, device, data_root=data_root, dataset=name, options=options
-                )
+        self.quality = quality
 
     def log_row(
         self, epoch: int, total: int, grad_norm: torch.Tensor, quiet: bool
@@ -101,7 +91,7 @@ class RunOutputs:
     def checkpoint(self, keep: bool) -> Path:
         """Writes last.pt (and, when ``keep``, step_<n>.pt; only the newest keep_last stay)."""
         step = self.state.step
-        state = {**self.state.state_dict(), "config": self.config}
+        state = {**self.state.state_dict(), "config": self.record}
         state[checkpoint.RUN_ID] = self.tracker.run_id
         folder = self.last_checkpoint.parent
         if keep:
