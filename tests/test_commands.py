@@ -117,3 +117,11 @@ def test_a_checkpoint_written_before_this_layout_still_samples():
     assert images.shape == (4, 1, 28, 28)
     background = (images < -0.9).float().mean().item()
     assert 0.5 < background < 0.95  # mostly black background with strokes, like MNIST (0.81)
+
+
+def test_python_m_ddpm_evaluate_is_the_evaluate_command(capsys, monkeypatch):
+    import runpy
+
+    monkeypatch.setattr("sys.argv", ["ddpm.evaluate", "--help"])
+    runpy.run_module("ddpm.evaluate", run_name="__main__")
+    assert capsys.readouterr().out.startswith("usage: ddpm-evaluate [key=value ...]")

@@ -334,3 +334,16 @@ def test_training_with_eval_every_logs_fid_over_steps(
     (wb,) = read_runs(tmp_path / "run")
     assert [h["fid"] for h in wb.history if "fid" in h] == [r["fid"] for r in rows]
     assert wb.summary["fid"] == summary["fid"]
+
+
+def test_inception_features_say_what_is_missing_in_one_line(tmp_path, monkeypatch):
+    """Without the weights file (never on this machine) the Inception path stops before
+    loading anything, naming the package and the file and where the file goes."""
+    from ddpm.evaluate.inception import InceptionFeatures, missing
+
+    monkeypatch.setenv("DDPM_CACHE_DIR", str(tmp_path))
+    message = missing()
+    assert message.startswith("features='inception': needs ") and "\n" not in message
+    assert str(tmp_path / "inception") in message and message.endswith("(read offline)")
+    with pytest.raises(UserError, match="^features='inception': needs "):
+        InceptionFeatures()
