@@ -367,6 +367,8 @@ ALL = {
 # lose 22-37% of the std at 20 calls with every solver (trailing ends on the x0 estimate at t =
 # 49, a posterior mean, which shrinks the spread); the log-SNR plan brings every higher-order
 # solver within 2%. The beta variance adds noise and overshoots. Heun spends two calls a step.
+# Each is a bound, not a pin: the test fails only when a setting gets worse than measured (by
+# more than 3 sigma of the Monte Carlo error), so a better solver or plan never fails it.
 STD_ERR = {
     "ancestral": (-0.3663, -0.3554, -0.3516, -0.2022, -0.2020, -0.2561),
     "ancestral_beta": (0.3532, 0.3342, 0.0298, 0.1607, 0.2098, 0.2764),
@@ -384,7 +386,7 @@ STD_ERR = {
 @pytest.mark.slow
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("name", list(ALL))
-def test_gaussian_oracle_error_of_every_sampler_and_spacing_is_pinned(name, spacing):
+def test_gaussian_oracle_error_of_every_sampler_and_spacing_is_bounded(name, spacing):
     sch = preset("schedule", "linear", timesteps=1000)
     sampler = ALL[name](sch, spacing)
     x, _ = sampler.sample(
@@ -392,7 +394,7 @@ def test_gaussian_oracle_error_of_every_sampler_and_spacing_is_pinned(name, spac
     )
     assert x.mean().item() == pytest.approx(MU, abs=0.006)
     measured = STD_ERR[name][SPACINGS.index(spacing)]
-    assert x.std().item() / S - 1 == pytest.approx(measured, abs=0.015)  # 3 sigma of MC error
+    assert abs(x.std().item() / S - 1) <= abs(measured) + 0.015  # 3 sigma of MC error
 
 
 def test_logsnr_plan_fixes_the_solvers_that_linspace_starves():
