@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import needs_mnist, run_module
+from conftest import CONF, fast_only, needs_mnist, run_module
 
 from ddpm.configs.presets import preset
 from ddpm.diffusion.objective import diffusion_loss, drop_labels
@@ -66,7 +66,27 @@ def test_unconditional_model_refuses_labels_and_null_label_is_unconditional() ->
     assert not torch.allclose(model(x, t, torch.tensor([1, 2])), model(x, t))
 
 
-@pytest.mark.parametrize("option", ["ddpm", "ddim", "dpm_solver_pp"])
+SAMPLER_OPTIONS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
+
+
+def with_steps(option: str, steps: int) -> dict:
+    """``steps`` for every sampler that has the key (the adaptive solver picks its own)."""
+    return {} if option == "adaptive" else {"steps": steps}
+
+
+@pytest.mark.parametrize("option", SAMPLER_OPTIONS)
+def test_every_sampler_draws_guided_labels_in_one_doubled_call_per_evaluation(option) -> None:
+    model = CountingUNet().eval()
+    schedule = preset("schedule", "linear", timesteps=20)
+    sampler = preset(
+        "sampler", option, schedule=schedule, guidance_scale=2.0, **with_steps(option, 3)
+    )
+    images, _ = sampler.sample(model, (4, 1, 28, 28), labels=torch.tensor([0, 1, 2, 3]))
+    assert images.shape == (4, 1, 28, 28) and torch.isfinite(images).all()
+    assert model.calls == [8] * len(model.calls) and len(model.calls) == sampler.nfe
+
+
+@pytest.mark.parametrize("option", fast_only(SAMPLER_OPTIONS, lambda o: o in ("ddim", "unipc")))
 def test_guidance_scale_limits_are_exact_and_batched(option) -> None:
     model = CountingUNet().eval()
     schedule = preset("schedule", "linear", timesteps=50)
@@ -76,12 +96,16 @@ def test_guidance_scale_limits_are_exact_and_batched(option) -> None:
         cond, uncond = model(x, t, y), model(x, t, null)
         for scale, expected in ((0.0, uncond), (1.0, cond)):
             model.calls.clear()
-            sampler = preset("sampler", option, schedule=schedule, steps=10, guidance_scale=scale)
+            sampler = preset(
+                "sampler", option, schedule=schedule, guidance_scale=scale, **with_steps(option, 10)
+            )
             out = sampler.predict(model, x, t, y)
             assert torch.equal(out, expected)  # bit for bit
             assert model.calls == [3]  # one plain call, no doubled batch
         model.calls.clear()
-        sampler = preset("sampler", option, schedule=schedule, steps=10, guidance_scale=3.0)
+        sampler = preset(
+            "sampler", option, schedule=schedule, guidance_scale=3.0, **with_steps(option, 10)
+        )
         guided = sampler.predict(model, x, t, y)
     assert model.calls == [6]  # conditional and unconditional in one batched call
     torch.testing.assert_close(guided, uncond + 3.0 * (cond - uncond), rtol=1e-5, atol=1e-5)
