@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import time
 from pathlib import Path
@@ -32,14 +31,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
-from torchvision.transforms.functional import gaussian_blur
 from torchvision.utils import make_grid
 
 from ddpm.data import load_dataset
+from ddpm.denoisers.baselines import BASELINES, best_of, estimate_std, psnr, ssim
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_int, is_number, plain, require
 from ddpm.frontend.cli import hydra_command, sampler_choice
-from ddpm.runs.load import load_for_sampling, output_dir
+from ddpm.runs.load import data_root, load_for_sampling, output_dir
 from ddpm.runs.viz import plt, to_unit
 from ddpm.samplers.base import Sampler
 
@@ -92,30 +91,6 @@ def denoise_from(
     return out
 
 
-def psnr(images: Tensor, clean: Tensor) -> Tensor:
-    """Per-image PSNR in dB on [0, 1] pixels (both mapped by (x + 1)/2, clamped)."""
-    mse = (to_unit(images) - to_unit(clean)).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(1.0 / mse.clamp(min=1e-12))
-
-
-def blur(images: Tensor, sigma: float) -> Tensor:
-    """Gaussian blur with a kernel of 2 ceil(3 sigma) + 1 pixels."""
-    size = 2 * math.ceil(3 * sigma) + 1
-    return gaussian_blur(images, [size, size], [sigma, sigma])
-
-
-def best_blur(noisy: Tensor, clean: Tensor, sigmas: list[float]) -> tuple[float, Tensor]:
-    """The blur sigma from ``sigmas`` with the highest mean PSNR on these images, and the
-    blurred images."""
-    best_score, best, best_images = -math.inf, -math.inf, noisy
-    for sigma in sigmas:
-        images = blur(noisy, sigma)
-        score = psnr(images, clean).mean().item()
-        if (score, sigma) > (best_score, best):  # a tie goes to the larger sigma
-            best_score, best, best_images = score, sigma, images
-    return best, best_images
-
-
 def _as_levels(value: Any) -> list[float]:
     raw = list(value) if isinstance(value, list | tuple | ListConfig) else [value]
     require(
@@ -128,20 +103,32 @@ def _as_levels(value: Any) -> list[float]:
     return [float(v) for v in raw]
 
 
-def _check(cfg: DictConfig) -> None:
-    for key in ("num_images", "num_eval", "batch_size"):
+def _check(cfg: DictConfig) -> dict[str, list[float]]:
+    """The command's own keys; returns the baselines and the strengths each tries."""
+    for key in ("num_images", "num_eval", "batch_size", "num_posterior"):
         require(is_int(cfg[key], 1), key, cfg[key], "an integer >= 1")
-    sigmas = plain(cfg.blur_sigmas)
-    ok = bool(sigmas) and all(is_number(s) and s > 0 for s in sigmas)
-    require(ok, "blur_sigmas", sigmas, "a non-empty list of numbers > 0")
+    require(isinstance(cfg.estimate_std, bool), "estimate_std", cfg.estimate_std, "true or false")
+    baselines = plain(cfg.baselines) or {}
+    require(
+        isinstance(baselines, dict) and set(baselines) <= set(BASELINES),
+        "baselines",
+        baselines,
+        f"a mapping from some of {', '.join(BASELINES)} to the strengths each tries",
+    )
+    for name, strengths in baselines.items():
+        ok = isinstance(strengths, list) and bool(strengths)
+        ok = ok and all(is_number(v) and v > 0 for v in strengths)
+        require(ok, f"baselines.{name}", strengths, "a non-empty list of numbers > 0")
+    return baselines
 
 
 def eval_digits(run_cfg: DictConfig, cfg: DictConfig, count: int) -> Tensor:
     """``count`` test images of the run's dataset in [-1, 1], a seeded random choice from its
     test split (an image folder has no split: its own images)."""
     overrides: dict[str, Any] = {"train": False}
-    if cfg.dataset.root is not None:
-        overrides["root"] = cfg.dataset.root
+    root = data_root(run_cfg, cfg.dataset.root)
+    if root is not None:
+        overrides["root"] = root
     data = load_dataset(run_cfg.dataset, **overrides)
     have = len(data.images)
     require(count <= have, "num_eval", count, f"the test split has only {have} images")
@@ -149,25 +136,53 @@ def eval_digits(run_cfg: DictConfig, cfg: DictConfig, count: int) -> Tensor:
     return data.images[order[:count]]
 
 
+def denoise_each(
+    model: nn.Module,
+    sampler: Sampler,
+    noisy: Tensor,
+    stds: Tensor,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Every image denoised from the timestep matched to its own noise std (images that share
+    a timestep go through together, ``batch_size`` at a time)."""
+    steps = torch.tensor([matched_timestep(sampler.schedule, float(v)) for v in stds])
+    out = torch.empty_like(noisy)
+    for t in steps.unique().tolist():
+        index = (steps == t).nonzero().flatten().to(noisy.device)
+        plan = sampler.starting_at(t)
+        for b in range(0, len(index), batch_size):
+            part = index[b : b + batch_size]
+            out[part] = denoise_from(model, plan, noisy[part], t, generator)
+    return out
+
+
+def spread_as_image(std: Tensor) -> Tensor:
+    """A per-pixel std map drawn in model range: 0 black, the largest std in view white."""
+    return std / std.max().clamp(min=1e-8) * 2.0 - 1.0
+
+
 def save_figure(rows: list[dict[str, Any]], path: Path) -> Path:
-    """One panel per noise level: rows clean, noisy, denoised, blurred."""
-    count = rows[0]["clean"].shape[0]
+    """One panel per noise level: clean, noisy, the diffusion rows, then the baselines."""
+    count = rows[0]["pictures"]["clean"].shape[0]
+    names = list(rows[0]["pictures"])
     fig, axes = plt.subplots(
-        len(rows), 1, figsize=(0.5 * count + 1.6, 2.4 * len(rows)), squeeze=False
-    )
+        len(rows), 1, figsize=(0.5 * count + 2.2, 0.55 * len(names) * len(rows) + 0.6 * len(rows)),
+        squeeze=False,
+    )  # fmt: skip
     for ax, row in zip(axes[:, 0], rows, strict=True):
-        stack = torch.cat([row["clean"], row["noisy"], row["denoised"], row["blur"]]).cpu()
+        stack = torch.cat([row["pictures"][name] for name in names]).cpu()
         grid = make_grid(to_unit(stack), nrow=count, padding=2, pad_value=1.0)
         ax.imshow(grid.permute(1, 2, 0).numpy(), vmin=0.0, vmax=1.0)
-        cell = grid.shape[1] / 4
-        ax.set_yticks([cell * (k + 0.5) for k in range(4)])
-        ax.set_yticklabels(["clean", "noisy", "denoised", f"blur {row['blur_sigma']:g}"])
+        cell = grid.shape[1] / len(names)
+        labels = [
+            name if f"psnr_{name}" not in row else f"{name} {row[f'psnr_{name}']:.1f} dB"
+            for name in names
+        ]
+        ax.set_yticks([cell * (k + 0.5) for k in range(len(names))])
+        ax.set_yticklabels(labels, fontsize=7)
         ax.set_xticks([])
-        ax.set_title(
-            f"noise std {row['noise_std']:g} (t={row['t']}): noisy {row['psnr_noisy']:.1f} dB, "
-            f"denoised {row['psnr_denoised']:.1f} dB, blur {row['psnr_blur']:.1f} dB",
-            fontsize=9,
-        )
+        ax.set_title(f"noise std {row['noise_std']:g} (t={row['t']})", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -178,34 +193,39 @@ def save_figure(rows: list[dict[str, Any]], path: Path) -> Path:
 def write_report(info: dict[str, Any], out: Path) -> None:
     """``denoise.md`` (a table to read) and ``denoise.json`` (the same numbers, for code)."""
     s = info["settings"]
+    methods = s["methods"]
     lines = [
         f"# Denoising with {s['checkpoint']}",
         "",
         f"Sampler `{s['sampler']}` ({s['sampler_config']}) started at the timestep t whose "
         "noise level sqrt((1 - ab_t)/ab_t) is closest to the noise std, on "
-        f"{s['num_eval']} test images of {s['dataset']} (seed {s['seed']}). PSNR in dB on [0, 1] "
-        "pixels "
-        "((x + 1)/2, clamped), mean over images. Blur: Gaussian blur with the sigma of "
-        f"{s['blur_sigmas']} that scores best on these same images.",
+        f"{s['num_eval']} test images of {s['dataset']} (seed {s['seed']}). PSNR in dB / SSIM "
+        "on [0, 1] pixels ((x + 1)/2, clamped), mean over images. `denoised`: one reverse "
+        "process; `posterior_sample` / `posterior_mean`: one of, and the mean of, "
+        f"{s['num_posterior']} stochastic ones; `at_estimate`: started at each image's "
+        "estimated noise std instead of the true one. Baselines: each at the strength of "
+        f"{s['baselines']} (multiples of the noise std; blur: sigma in pixels) with the best "
+        "mean PSNR on the first 256 of these images (an oracle choice, which flatters them).",
         "",
-        "| noise std | t | noise level at t | steps | noisy PSNR | denoised PSNR "
-        "| blur PSNR | blur sigma |",
-        "|---|---|---|---|---|---|---|---|",
+        "| noise std | t | estimated std | " + " | ".join(methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
     ]
     for r in info["levels"]:
+        cells = [f"{r[f'psnr_{m}']:.2f} / {r[f'ssim_{m}']:.3f}" for m in methods]
         lines.append(
-            f"| {r['noise_std']:g} | {r['t']} | {r['noise_level_t']:.3f} | {r['steps']} "
-            f"| {r['psnr_noisy']:.2f} | {r['psnr_denoised']:.2f} | {r['psnr_blur']:.2f} "
-            f"| {r['blur_sigma']:g} |"
+            f"| {r['noise_std']:g} | {r['t']} | {r['estimated_std']:.3f} | "
+            + " | ".join(cells)
+            + " |"
         )
     (out / "denoise.md").write_text("\n".join(lines) + "\n")
     (out / "denoise.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
-    """Noises test digits at each ``cfg.noise_std``, denoises them, writes the report."""
+    """Noises test images at each ``cfg.noise_std``, denoises them with the model and the
+    baselines, writes the figure and the report."""
     levels = _as_levels(cfg.noise_std)
-    _check(cfg)
+    baselines = _check(cfg)
     job = load_for_sampling(cfg)
     run_cfg, model, schedule, sampler, ckpt, device = (
         job.config,
@@ -214,6 +234,14 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
         job.sampler,
         job.checkpoint,
         job.device,
+    )
+    posterior = cfg.num_posterior
+    require(
+        posterior == 1 or sampler.stochastic,
+        "num_posterior",
+        posterior,
+        f"1 with a deterministic sampler ({sampler_name}); posterior samples need a stochastic "
+        "one: sampler=ddpm, sampler=dpm_solver_pp_sde, or sampler=ddim sampler.eta=1",
     )
     name = job.tagged(f"{sampler_name}_{len(sampler.timesteps)}")
     out = output_dir(cfg.out_dir, cfg.run_dir, ckpt, "denoise", name)
@@ -225,42 +253,57 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     top = float(noise_levels(schedule)[-1])
+    shown = slice(0, cfg.num_images)
     for sigma in levels:
         if sigma > top:
             log.warning("noise std %g is beyond the schedule's noisiest step (%.3f)", sigma, top)
         noisy = clean + sigma * unit
         t = matched_timestep(schedule, sigma)
-        plan = sampler.starting_at(t)
-        denoised = torch.cat(
-            [
-                denoise_from(model, plan, noisy[b : b + cfg.batch_size], t, generator)
-                for b in range(0, count, cfg.batch_size)
-            ]
-        )
-        blur_sigma, blurred = best_blur(noisy, clean, [float(v) for v in cfg.blur_sigmas])
-        row = {
+        true_stds = torch.full((count,), sigma)
+        draws = [
+            denoise_each(model, sampler, noisy, true_stds, cfg.batch_size, generator)
+            for _ in range(posterior)
+        ]
+        results = {"noisy": noisy}
+        if posterior == 1:
+            results["denoised"] = draws[0]
+        else:
+            results["posterior_sample"] = draws[0]
+            results["posterior_mean"] = torch.stack(draws).mean(0)
+        estimated = estimate_std(noisy)
+        if cfg.estimate_std:
+            results["at_estimate"] = denoise_each(
+                model, sampler, noisy, estimated, cfg.batch_size, generator
+            )
+        strengths = {}
+        for base, tried in baselines.items():
+            strengths[base], results[base] = best_of(
+                BASELINES[base], tuple(float(v) for v in tried), noisy, clean, sigma
+            )
+        row: dict[str, Any] = {
             "noise_std": sigma,
             "t": t,
             "noise_level_t": float(noise_levels(schedule)[t]),
-            "steps": len(plan.timesteps),
-            "nfe": plan.nfe,  # network calls per image (the adaptive solver: as counted)
-            "psnr_noisy": psnr(noisy, clean).mean().item(),
-            "psnr_denoised": psnr(denoised, clean).mean().item(),
-            "psnr_blur": psnr(blurred, clean).mean().item(),
-            "blur_sigma": blur_sigma,
+            "steps": len(sampler.starting_at(t).timesteps),
+            "estimated_std": float(estimated.mean()),
+            "estimated_std_abs_error": float((estimated - sigma).abs().mean()),
+            "strengths": strengths,
         }
+        for method, images in results.items():
+            row[f"psnr_{method}"] = psnr(images, clean).mean().item()
+            row[f"ssim_{method}"] = ssim(images, clean).mean().item()
         log.info(
-            "noise std %g: t=%d, PSNR noisy %.2f, denoised %.2f, blur %.2f dB",
+            "noise std %g: t=%d, estimated %.3f; PSNR %s",
             sigma,
             t,
-            row["psnr_noisy"],
-            row["psnr_denoised"],
-            row["psnr_blur"],
+            row["estimated_std"],
+            ", ".join(f"{m} {row[f'psnr_{m}']:.2f}" for m in results),
         )
-        shown = slice(0, cfg.num_images)
-        pictures = {"clean": clean[shown], "noisy": noisy[shown]}
-        pictures |= {"denoised": denoised[shown], "blur": blurred[shown]}
-        rows.append(row | pictures)
+        pictures = {"clean": clean[shown]} | {m: v[shown] for m, v in results.items()}
+        if posterior > 1:
+            spread = torch.stack(draws).std(0)[shown]
+            pictures["posterior_std"] = spread_as_image(spread)
+        rows.append(row | {"pictures": pictures})
     took = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
@@ -272,16 +315,17 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
         "sampler_config": ", ".join(f"{k} {v}" for k, v in sampler_cfg.items() if k != "_target_"),
         "num_eval": count,
         "num_images": cfg.num_images,
+        "num_posterior": posterior,
         "dataset": str(run_cfg.dataset.get("_target_", "ddpm.data.Mnist")).rsplit(".", 1)[-1],
         "seed": cfg.seed,
-        "blur_sigmas": [float(v) for v in cfg.blur_sigmas],
+        "baselines": baselines,
+        "methods": [m for m in results],
         "device": str(device),
         "seconds": took,
         "psnr": "dB on [0, 1] pixels, (x + 1)/2 clamped, mean over images",
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    picture_keys = set(pictures)
-    levels_out = [{k: v for k, v in r.items() if k not in picture_keys} for r in rows]
+    levels_out = [{k: v for k, v in r.items() if k != "pictures"} for r in rows]
     info = {"settings": settings, "levels": levels_out, "out_dir": str(out)}
     write_report(info, out)
     log.info("wrote %s (denoise.png, denoise.md, denoise.json) in %.1f s", out, took)

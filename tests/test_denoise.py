@@ -5,11 +5,12 @@ import math
 
 import pytest
 import torch
-from conftest import GaussianOracle, run_module
+from conftest import CONF, DATA_ROOT, GaussianOracle, fast_only, run_module
 from PIL import Image
 
 from ddpm.configs.presets import preset
-from ddpm.denoise import comma_lists_as_lists, denoise, matched_timestep, psnr
+from ddpm.denoise import comma_lists_as_lists, denoise, matched_timestep
+from ddpm.denoisers.baselines import psnr
 
 MU, S = 0.3, 0.2
 
@@ -108,9 +109,13 @@ def test_denoise_cli_writes_picture_and_tables(tiny_run):
     assert levels[1]["psnr_noisy"] < levels[0]["psnr_noisy"]
     # 0.3 on [-1, 1] is 0.15 on [0, 1] pixels: about 16.5 dB before clamping helps.
     assert 16.0 < levels[1]["psnr_noisy"] < 22.0
+    methods = ["noisy", "denoised", "at_estimate", "bm3d", "nl_means", "total_variation"]
+    methods += ["wavelet", "blur"]
+    assert info["settings"]["methods"] == methods
     for r in levels:
-        assert r["blur_sigma"] in [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0]
-        assert all(math.isfinite(r[k]) for k in ("psnr_denoised", "psnr_blur"))
+        assert r["strengths"]["blur"] in [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0]
+        assert all(math.isfinite(r[f"{k}_{m}"]) for k in ("psnr", "ssim") for m in methods)
+        assert r["psnr_bm3d"] > r["psnr_noisy"] and 0 < r["ssim_bm3d"] <= 1
     table = (out / "denoise.md").read_text().splitlines()
     assert sum(line.startswith("| 0.") for line in table) == 2
     with Image.open(out / "denoise.png") as img:
@@ -125,3 +130,134 @@ def test_denoise_cli_bad_noise_std_is_one_line(tiny_run):
         "error: noise_std=[0.1, -0.3]: one number or a list of numbers > 0 in [-1, 1] pixel "
         "units, e.g. noise_std=[0.1,0.3,0.5,0.8]"
     ], res.stderr
+
+
+# --- baselines, scores and the estimate ---------------------------------------------------------
+
+
+def _digits(n: int = 16) -> torch.Tensor:
+    """Smooth synthetic 28x28 images in [-1, 1]: a bright disc of random centre and radius."""
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    centre = 8 + 12 * torch.rand(n, 2, generator=g)
+    radius = 4 + 5 * torch.rand(n, generator=g)
+    dist = ((yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2).sqrt()
+    return (dist < radius[:, None, None]).float().mul(2).sub(1).unsqueeze(1)
+
+
+@pytest.mark.parametrize(
+    "name",
+    fast_only(["bm3d", "nl_means", "total_variation", "wavelet", "blur"], lambda n: n != "bm3d"),
+)
+def test_every_baseline_removes_noise_at_its_best_strength(name):
+    from ddpm.denoisers.baselines import BASELINES, best_of, ssim
+
+    clean = _digits()
+    noisy = clean + 0.5 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    strength, out = best_of(BASELINES[name], (0.5, 1.0), noisy, clean, 0.5)
+    assert strength in (0.5, 1.0) and out.shape == clean.shape
+    assert psnr(out, clean).mean() > psnr(noisy, clean).mean() + 2.0  # dB
+    assert ssim(out, clean).mean() > ssim(noisy, clean).mean()
+
+
+def test_ssim_is_one_for_equal_images_and_falls_with_noise():
+    from ddpm.denoisers.baselines import ssim
+
+    clean = _digits(4)
+    assert torch.allclose(ssim(clean, clean), torch.ones(4))
+    noisy = clean + 0.3 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+    assert (ssim(noisy, clean) < 0.9).all()
+
+
+@pytest.mark.parametrize("std", [0.1, 0.3, 0.5, 0.8])
+def test_the_noise_estimate_finds_a_known_std_within_ten_percent(std):
+    from ddpm.denoisers.baselines import estimate_std
+
+    clean = _digits(32)
+    noisy = clean + std * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    assert estimate_std(noisy).mean().item() == pytest.approx(std, rel=0.1)
+
+
+def test_images_at_different_noise_levels_are_each_denoised_from_their_own_step():
+    from ddpm.denoise import denoise_each, denoise_from
+
+    sch = preset("schedule", "linear", timesteps=1000)
+    model = GaussianOracle(sch, MU, S)
+    sampler = preset("sampler", "ddim", schedule=sch, steps=20)
+    noisy = (
+        MU
+        + S * torch.randn(6, 1, 1, 1)
+        + torch.tensor([0.1, 0.5, 0.1, 0.5, 0.3, 0.1]).view(-1, 1, 1, 1) * torch.randn(6, 1, 1, 1)
+    )
+    stds = torch.tensor([0.1, 0.5, 0.1, 0.5, 0.3, 0.1])
+    together = denoise_each(model, sampler, noisy, stds, batch_size=2)
+    for k in range(6):
+        t = matched_timestep(sch, float(stds[k]))
+        alone = denoise_from(model, sampler.starting_at(t), noisy[k : k + 1], t)
+        assert torch.allclose(together[k : k + 1], alone, atol=1e-6)
+
+
+def test_posterior_draws_need_a_stochastic_sampler_and_give_a_mean_and_a_spread(tiny_run, tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ddpm.denoise import run_denoise
+    from ddpm.errors import UserError
+
+    def config(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(
+                config_name="denoise",
+                overrides=[
+                    f"run_dir={tiny_run}", "noise_std=[0.5]", "num_images=2", "num_eval=8",
+                    "device=cpu", "baselines=null", f"out_dir={tmp_path}", *overrides,
+                ],
+            )  # fmt: skip
+
+    with pytest.raises(UserError, match=r"^num_posterior=3: 1 with a deterministic sampler"):
+        run_denoise(config("num_posterior=3", "sampler.steps=4"), "ddim")
+    info = run_denoise(
+        config("num_posterior=3", "sampler.steps=4", "sampler.eta=1.0", "estimate_std=false"),
+        "ddim",
+    )
+    assert info["settings"]["methods"] == ["noisy", "posterior_sample", "posterior_mean"]
+    (level,) = info["levels"]
+    assert level["psnr_posterior_mean"] >= level["psnr_posterior_sample"] - 1.0
+    assert abs(level["estimated_std"] - 0.5) < 0.1
+    GlobalHydra.instance().clear()
+
+
+def test_a_run_whose_saved_data_root_is_gone_reads_the_data_root_of_this_machine(
+    tmp_path, monkeypatch
+):
+    """A run copied from another machine (or written with ``root: data``): DDPM_DATA_ROOT
+    serves; without it, the dataset's one-line error, not Hydra's block."""
+    from omegaconf import OmegaConf
+
+    from ddpm.denoise import eval_digits
+    from ddpm.errors import UserError
+
+    run_cfg = OmegaConf.create({"dataset": {"_target_": "ddpm.data.idx.Mnist", "root": "gone"}})
+    run_cfg.dataset.update(
+        {k: v for k, v in preset_node("dataset", "mnist").items() if k != "root"}
+    )
+    cfg = OmegaConf.create({"dataset": {"root": None}, "seed": 0})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DDPM_DATA_ROOT", str(DATA_ROOT))
+    assert eval_digits(run_cfg, cfg, 5).shape == (5, 1, 28, 28)
+    monkeypatch.delenv("DDPM_DATA_ROOT")
+    run_cfg.dataset.download = False
+    with pytest.raises(UserError) as err:
+        eval_digits(run_cfg, cfg, 5)
+    assert str(err.value).startswith("dataset.root='gone'") and "\n" not in str(err.value)
+
+
+def preset_node(group: str, option: str) -> dict:
+    """The yaml's keys of one option (resolved), without its target."""
+    from omegaconf import OmegaConf
+
+    from ddpm.configs.presets import _preset_config
+
+    node = OmegaConf.to_container(_preset_config(group, option)[group], resolve=True)
+    return {k: v for k, v in node.items() if k != "_target_"}

@@ -72,10 +72,11 @@ def check_ten_classes(classes: object, word: str, native: int, image_size: objec
 
 
 def load_dataset(node: object, **overrides: object) -> ImageDataset:
-    """Builds a ``dataset`` config node and reads it (old configs build the data directly)."""
-    from hydra.utils import instantiate
+    """Builds a ``dataset`` config node and reads it (old configs build the data directly);
+    a bad value or missing file is the dataset's own one-line error, not Hydra's report."""
+    from ddpm.configs.presets import build
 
-    built = instantiate(node, **overrides)
+    built = build(node, **overrides)
     return built.load() if hasattr(built, "load") else built
 
 

@@ -22,7 +22,7 @@ from ddpm.errors import is_int, require
 from ddpm.evaluate.cache import dataset_of, evaluator_for, load_evaluator, resolve_dir
 from ddpm.evaluate.metrics import K_NEIGHBOURS, evaluate_images
 from ddpm.frontend.cli import hydra_command, sampler_choice
-from ddpm.runs.load import load_for_sampling, output_dir
+from ddpm.runs.load import data_root, load_for_sampling, output_dir
 from ddpm.samplers.generate import balanced_labels, sample_images
 
 log = logging.getLogger("ddpm")
@@ -41,7 +41,7 @@ def _check(cfg: DictConfig) -> None:
 def scorer(cfg: DictConfig, run_cfg: DictConfig, device: Any) -> tuple[Any, Any, dict[str, Any]]:
     """(extractor, reference, what the JSON says about them) for the run's dataset."""
     name, options = dataset_of(run_cfg.get("dataset"))
-    root = cfg.dataset.root if cfg.dataset.root is not None else run_cfg.dataset.get("root")
+    root = data_root(run_cfg, cfg.dataset.root)
     if cfg.get("features", "classifier") == "inception":
         from ddpm.data import load_dataset
         from ddpm.evaluate.inception import load_inception

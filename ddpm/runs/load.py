@@ -7,6 +7,7 @@ saved inside its checkpoint, not whatever ``conf/`` says today.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +129,16 @@ def load_for_sampling(cfg: DictConfig) -> SamplingJob:
     run_cfg, model, schedule, step, run_id = _rebuild(path, device, use_ema)
     sampler = build(cfg.sampler, schedule=schedule)
     return SamplingJob(run_cfg, model, schedule, sampler, path, device, step, run_id, use_ema)
+
+
+def data_root(run_cfg: DictConfig, given: str | None) -> str | None:
+    """Where a command reads a run's data: ``given`` (its ``dataset.root``) when set; else the
+    run's own root while it exists here; else ``$DDPM_DATA_ROOT`` (a run copied from another
+    machine, or written with ``root: data``); else the run's root, whose missing files the
+    dataset then names in one line."""
+    if given is not None:
+        return str(given)
+    saved = (run_cfg.get("dataset") or {}).get("root")
+    if saved is not None and Path(str(saved)).expanduser().is_dir():
+        return str(saved)
+    return os.environ.get("DDPM_DATA_ROOT", None if saved is None else str(saved))

@@ -99,6 +99,12 @@ class Sampler:
         return other
 
     @property
+    def stochastic(self) -> bool:
+        """Draws fresh noise while it samples (two generators give two answers): what
+        posterior samples need. The base's steps are deterministic."""
+        return False
+
+    @property
     def nfe(self) -> int:
         """Network calls per image for one :meth:`sample` (a guided call, scale not 0 or 1,
         runs the network once on a doubled batch)."""

@@ -51,6 +51,10 @@ class DDIMSampler(Sampler):
         )
         self.eta = float(eta)
 
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0
+
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:
         if i == 0:
             return x0

@@ -46,6 +46,10 @@ class AncestralSampler(Sampler):
         )
         self.variance = variance
 
+    @property
+    def stochastic(self) -> bool:
+        return True
+
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:
         if i == 0:
             return x0  # the last step returns the (clamped) x0 estimate itself

@@ -47,6 +47,10 @@ class DPMSolverPPSDESampler(DPMSolverPPSampler):
             guidance_scale=guidance_scale,
         )
 
+    @property
+    def stochastic(self) -> bool:
+        return True
+
     def step(self, x0: Tensor, x_t: Tensor, i: int, generator: torch.Generator | None) -> Tensor:
         self._remember(i, x0, 2)
         if i == 0:

@@ -73,6 +73,10 @@ class HeunSampler(Sampler):
         return float(tab.sqrt_one_minus_alpha_bar[i] / tab.sqrt_alpha_bar[i]) > SIGMA_MAX
 
     @property
+    def stochastic(self) -> bool:
+        return self.churn > 0
+
+    @property
     def nfe(self) -> int:
         rows = len(self.table)
         return 2 * rows - 1 - sum(self._euler_only(i) for i in range(1, rows))
