@@ -35,6 +35,7 @@ from torchvision.utils import make_grid
 
 from ddpm.data import load_dataset
 from ddpm.denoisers.baselines import BASELINES, best_of, estimate_std, psnr, ssim
+from ddpm.denoisers.files import read_pictures, write_picture
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_int, is_number, plain, require
 from ddpm.frontend.cli import hydra_command, sampler_choice
@@ -164,7 +165,7 @@ def spread_as_image(std: Tensor) -> Tensor:
 
 def save_figure(rows: list[dict[str, Any]], path: Path) -> Path:
     """One panel per noise level: clean, noisy, the diffusion rows, then the baselines."""
-    count = rows[0]["pictures"]["clean"].shape[0]
+    count = next(iter(rows[0]["pictures"].values())).shape[0]
     names = list(rows[0]["pictures"])
     fig, axes = plt.subplots(
         len(rows), 1, figsize=(0.5 * count + 2.2, 0.55 * len(names) * len(rows) + 0.6 * len(rows)),
@@ -332,6 +333,81 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
     return info
 
 
+def denoise_input(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
+    """``input=<image|folder>``: the user's own noisy images, each denoised from the timestep
+    of its noise std (``noise_std=auto``: estimated per image; or one number for all), and
+    written as a PNG of its own size and mode, with a side-by-side figure."""
+    _check(cfg)
+    std = cfg.noise_std
+    auto = std == "auto"
+    require(
+        auto or (is_number(std) and std > 0),
+        "noise_std",
+        plain(std),
+        "auto (estimated per image) or one number > 0 in [-1, 1] pixel units, with input=",
+    )
+    require(isinstance(cfg.resize, bool), "resize", cfg.resize, "true or false")
+    job = load_for_sampling(cfg)
+    model, sampler, device = job.model, job.sampler, job.device
+    require(
+        cfg.num_posterior == 1 or sampler.stochastic,
+        "num_posterior",
+        cfg.num_posterior,
+        f"1 with a deterministic sampler ({sampler_name}); posterior samples need a stochastic "
+        "one: sampler=ddpm, sampler=dpm_solver_pp_sde, or sampler=ddim sampler.eta=1",
+    )
+    pictures = read_pictures(cfg.input, model.in_channels, model.image_size, cfg.resize)
+    source = Path(cfg.input).expanduser()
+    default = (
+        source.parent / "denoised"
+        if source.is_file()
+        else source.with_name(f"{source.name}_denoised")
+    )
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else default
+    noisy = torch.stack([p.image for p in pictures]).to(device)
+    stds = estimate_std(noisy) if auto else torch.full((len(pictures),), float(std))
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    start = time.perf_counter()
+    draws = [
+        denoise_each(model, sampler, noisy, stds, cfg.batch_size, generator)
+        for _ in range(cfg.num_posterior)
+    ]
+    took = time.perf_counter() - start
+    denoised = torch.stack(draws).mean(0)
+    written = [write_picture(img, pic, out) for img, pic in zip(denoised, pictures, strict=True)]
+    shown = slice(0, cfg.num_images)
+    pictures_shown = {"noisy": noisy[shown], "denoised": denoised[shown]}
+    if cfg.num_posterior > 1:
+        pictures_shown["posterior_std"] = spread_as_image(torch.stack(draws).std(0)[shown])
+    t_shown = sorted({matched_timestep(sampler.schedule, float(v)) for v in stds[shown]})
+    row = {"noise_std": float(stds[shown].mean()), "t": t_shown, "pictures": pictures_shown}
+    save_figure([row], out / "denoise.png")
+    images = [
+        {"input": str(p.path), "output": str(w), "noise_std": float(v), "auto": auto}
+        for p, w, v in zip(pictures, written, stds.tolist(), strict=True)
+    ]
+    info = {
+        "checkpoint": str(job.checkpoint),
+        "sampler": sampler_name,
+        "num_posterior": cfg.num_posterior,
+        "seconds": took,
+        "seconds_per_image": took / len(pictures),
+        "images": images,
+        "out_dir": str(out),
+    }
+    (out / "denoise.json").write_text(json.dumps(info, indent=2) + "\n")
+    for item in images:
+        log.info("%s: noise std %.3f%s", item["input"], item["noise_std"], " (estimated)" * auto)
+    log.info(
+        "wrote %d images to %s (%.2f s per image on %s)",
+        len(images),
+        out,
+        took / len(images),
+        device,
+    )
+    return info
+
+
 _COMMA_LIST = re.compile(r"^noise_std=([^\[\]'\"=]+,[^\[\]'\"=]+)$")
 
 
@@ -347,7 +423,10 @@ def comma_lists_as_lists(argv: list[str]) -> list[str]:
 
 
 def main(cfg: DictConfig) -> None:
-    run_denoise(cfg, sampler_choice())
+    if cfg.input is not None:
+        denoise_input(cfg, sampler_choice())
+    else:
+        run_denoise(cfg, sampler_choice())
 
 
 cli = hydra_command("ddpm-denoise", __doc__, "denoise", main, rewrite=comma_lists_as_lists)

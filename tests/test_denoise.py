@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import CONF, DATA_ROOT, GaussianOracle, fast_only, run_module
+from conftest import CONF, DATA_ROOT, GaussianOracle, fast_only, needs_mnist, run_module
 from PIL import Image
 
 from ddpm.configs.presets import preset
@@ -261,3 +261,96 @@ def preset_node(group: str, option: str) -> dict:
 
     node = OmegaConf.to_container(_preset_config(group, option)[group], resolve=True)
     return {k: v for k, v in node.items() if k != "_target_"}
+
+
+# --- your own images: input= ------------------------------------------------------------------
+
+SHARED_CHECKPOINT = CONF.parent.parent / "shared" / "checkpoints" / "small-cosine-ema-22ep.pt"
+needs_checkpoint = pytest.mark.skipif(
+    not SHARED_CHECKPOINT.is_file(), reason="no shared checkpoint"
+)
+
+
+def _input_config(tmp_path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="denoise",
+            overrides=[f"checkpoint={SHARED_CHECKPOINT}", "device=cpu", "sampler.steps=20",
+                       f"out_dir={tmp_path / 'out'}", "noise_std=auto", *overrides],
+        )  # fmt: skip
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@needs_checkpoint
+@needs_mnist
+def test_your_own_noisy_pngs_come_back_denoised_at_their_own_size_and_mode(tmp_path):
+    import numpy as np
+
+    from ddpm.data import mnist
+    from ddpm.denoise import denoise_input
+
+    digits = mnist(DATA_ROOT, train=False, download=False).images[:3]  # [-1, 1]
+    noise = 0.3 * torch.randn(digits.shape, generator=torch.Generator().manual_seed(0))
+    noisy = ((digits + noise).clamp(-1, 1) + 1) * 127.5
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    pixels = [noisy[k, 0].round().byte().numpy() for k in range(3)]
+    Image.fromarray(pixels[0]).save(folder / "a.png")  # 28x28 grey
+    Image.fromarray(pixels[1]).convert("RGB").save(folder / "b.png")  # 28x28 RGB
+    Image.fromarray(pixels[2]).resize((56, 56), Image.NEAREST).save(folder / "c.png")  # 56x56
+    info = denoise_input(_input_config(tmp_path, f"input={folder}", "noise_std=auto"), "ddim")
+
+    out = tmp_path / "out"
+    for name, size, mode in (("a", (28, 28), "L"), ("b", (28, 28), "RGB"), ("c", (56, 56), "L")):
+        with Image.open(out / f"{name}.png") as img:
+            assert (img.size, img.mode) == (size, mode)
+    assert (out / "denoise.png").is_file() and (out / "denoise.json").is_file()
+    for k, name in enumerate("ab"):
+        with Image.open(out / f"{name}.png") as img:
+            cleaned = torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32)) / 127.5 - 1
+        before = psnr(((noisy[k] / 127.5) - 1)[None], digits[k : k + 1])
+        after = psnr(cleaned[None, None], digits[k : k + 1])
+        assert after > before + 3.0  # dB
+    # The noise the files hold: 0.3, less what clamping to [0, 255] cut off the background.
+    present = ((noisy / 127.5 - 1) - digits).flatten(1).std(1)
+    estimates = torch.tensor([item["noise_std"] for item in info["images"]])
+    assert torch.allclose(estimates[:2], present[:2], rtol=0.3), (estimates, present)
+
+
+@needs_checkpoint
+@pytest.mark.parametrize(
+    ("make", "overrides", "message"),
+    [
+        (lambda d: d / "nope", [], "input='{path}': no such file or folder"),
+        (lambda d: d.mkdir() or d, [], "input='{path}': a folder with no images"),
+        (
+            lambda d: d.with_suffix(".png").write_text("text") and d.with_suffix(".png"),
+            [],
+            "input='{path}': not a readable image",
+        ),
+        (
+            lambda d: Image.new("L", (40, 40)).save(d.with_suffix(".png")) or d.with_suffix(".png"),
+            ["resize=false"],
+            "resize=False: x.png is 40x40, the model takes 28x28",
+        ),
+        (
+            lambda d: Image.new("L", (28, 28)).save(d.with_suffix(".png")) or d.with_suffix(".png"),
+            ["noise_std=[0.1,0.3]"],
+            "noise_std=[0.1, 0.3]: auto (estimated per image) or one number",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, make, overrides, message):
+    from ddpm.denoise import denoise_input
+    from ddpm.errors import UserError
+
+    path = make(tmp_path / "x")
+    with pytest.raises(UserError) as err:
+        denoise_input(_input_config(tmp_path, f"input={path}", *overrides), "ddim")
+    assert str(err.value).startswith(message.format(path=path)), str(err.value)
+    assert not (tmp_path / "out").exists()
