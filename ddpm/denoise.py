@@ -168,7 +168,7 @@ def save_figure(rows: list[dict[str, Any]], path: Path) -> Path:
     count = next(iter(rows[0]["pictures"].values())).shape[0]
     names = list(rows[0]["pictures"])
     fig, axes = plt.subplots(
-        len(rows), 1, figsize=(0.5 * count + 2.2, 0.55 * len(names) * len(rows) + 0.6 * len(rows)),
+        len(rows), 1, figsize=(0.5 * count + 3.4, 0.55 * len(names) * len(rows) + 0.6 * len(rows)),
         squeeze=False,
     )  # fmt: skip
     for ax, row in zip(axes[:, 0], rows, strict=True):
