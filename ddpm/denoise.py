@@ -123,6 +123,19 @@ def _check(cfg: DictConfig) -> dict[str, list[float]]:
     return baselines
 
 
+def posterior_draws(cfg: DictConfig, sampler: Sampler, sampler_name: str) -> int:
+    """``num_posterior``: more than one reconstruction needs a sampler that draws noise."""
+    draws = cfg.num_posterior
+    require(
+        draws == 1 or sampler.stochastic,
+        "num_posterior",
+        draws,
+        f"1 with a deterministic sampler ({sampler_name}); posterior samples need a stochastic "
+        "one: sampler=ddpm, sampler=dpm_solver_pp_sde, or sampler=ddim sampler.eta=1",
+    )
+    return draws
+
+
 def eval_digits(run_cfg: DictConfig, cfg: DictConfig, count: int) -> Tensor:
     """``count`` test images of the run's dataset in [-1, 1], a seeded random choice from its
     test split (an image folder has no split: its own images)."""
@@ -236,14 +249,7 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
         job.checkpoint,
         job.device,
     )
-    posterior = cfg.num_posterior
-    require(
-        posterior == 1 or sampler.stochastic,
-        "num_posterior",
-        posterior,
-        f"1 with a deterministic sampler ({sampler_name}); posterior samples need a stochastic "
-        "one: sampler=ddpm, sampler=dpm_solver_pp_sde, or sampler=ddim sampler.eta=1",
-    )
+    posterior = posterior_draws(cfg, sampler, sampler_name)
     name = job.tagged(f"{sampler_name}_{len(sampler.timesteps)}")
     out = output_dir(cfg.out_dir, cfg.run_dir, ckpt, "denoise", name)
 
@@ -349,13 +355,7 @@ def denoise_input(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, A
     require(isinstance(cfg.resize, bool), "resize", cfg.resize, "true or false")
     job = load_for_sampling(cfg)
     model, sampler, device = job.model, job.sampler, job.device
-    require(
-        cfg.num_posterior == 1 or sampler.stochastic,
-        "num_posterior",
-        cfg.num_posterior,
-        f"1 with a deterministic sampler ({sampler_name}); posterior samples need a stochastic "
-        "one: sampler=ddpm, sampler=dpm_solver_pp_sde, or sampler=ddim sampler.eta=1",
-    )
+    posterior_draws(cfg, sampler, sampler_name)
     pictures = read_pictures(cfg.input, model.in_channels, model.image_size, cfg.resize)
     source = Path(cfg.input).expanduser()
     default = (

@@ -39,6 +39,10 @@ TINY = [
 TINY_WANDB = [*TINY[:-1], "logger=wandb", "logger.mode=offline"]
 
 
+# Every sampler option, found by listing its folder: a new yaml is tested with no table to extend.
+SAMPLER_OPTIONS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
+
+
 def fast_only(values: Iterable[Any], fast: Callable[[Any], bool]) -> list[Any]:
     """``values`` for ``parametrize``, those for which ``fast`` is false marked slow: the fast
     loop (``pytest -m "not slow"``) runs a representative part of a grid, the full suite all.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import CONF, fast_only, needs_mnist, run_module
+from conftest import SAMPLER_OPTIONS, fast_only, needs_mnist, run_module
 
 from ddpm.configs.presets import preset
 from ddpm.diffusion.objective import diffusion_loss, drop_labels
@@ -64,9 +64,6 @@ def test_unconditional_model_refuses_labels_and_null_label_is_unconditional() ->
     model = CountingUNet()
     assert torch.equal(model(x, t), model(x, t, torch.full((2,), model.null_label)))
     assert not torch.allclose(model(x, t, torch.tensor([1, 2])), model(x, t))
-
-
-SAMPLER_OPTIONS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
 
 
 def with_steps(option: str, steps: int) -> dict:

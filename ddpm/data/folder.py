@@ -18,7 +18,8 @@ from ddpm.errors import UserError, fail, is_int, require
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted (hidden files left out)."""
     return sorted(
         p
         for p in folder.iterdir()
@@ -74,11 +75,11 @@ class ImageFolder:
         """Every image file, its label and the class names ([] for a flat folder)."""
         root = self.root
         require(root.is_dir(), "dataset.root", str(root), "no such folder")
-        flat = _images_in(root)
+        flat = images_in(root)
         classes = sorted(
             p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
-        classes = [c for c in classes if _images_in(root / c)]
+        classes = [c for c in classes if images_in(root / c)]
         if flat and classes:
             shown = f"{', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}"
             fail(
@@ -108,7 +109,7 @@ class ImageFolder:
         )
         files, labels = [], []
         for index, name in enumerate(classes):
-            found = _images_in(root / name)
+            found = images_in(root / name)
             files += found
             labels += [index] * len(found)
         return files, labels, classes

@@ -79,16 +79,13 @@ def bm3d(noisy: Tensor, std: float, strength: float) -> Tensor:
     rows = math.ceil(n / cols)
     pixels = ((noisy.double() + 1.0) / 2.0).cpu().numpy()
     page = np.zeros((rows * h, cols * w, c))
-    for k in range(n):
-        r, q = divmod(k, cols)
+    cells = [divmod(k, cols) for k in range(n)]  # (row, column) of each image on the page
+    for k, (r, q) in enumerate(cells):
         page[r * h : (r + 1) * h, q * w : (q + 1) * w] = pixels[k].transpose(1, 2, 0)
     sigma = strength * std / 2.0
     out = bm3d_package.bm3d(page if c > 1 else page[..., 0], sigma_psd=sigma)
     out = out.reshape(rows * h, cols * w, c)
-    tiles = [
-        out[r * h : (r + 1) * h, q * w : (q + 1) * w]
-        for r, q in map(lambda k: divmod(k, cols), range(n))
-    ]
+    tiles = [out[r * h : (r + 1) * h, q * w : (q + 1) * w] for r, q in cells]
     return _tensor(np.stack(tiles).transpose(0, 3, 1, 2), noisy)
 
 

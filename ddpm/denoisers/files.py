@@ -18,9 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
+from ddpm.data.folder import EXTENSIONS, images_in
 from ddpm.errors import fail, require
-
-EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
@@ -39,11 +38,7 @@ def input_files(path: str | Path) -> list[Path]:
     require(p.exists(), "input", str(path), "no such file or folder")
     if p.is_file():
         return [p]
-    found = sorted(
-        f
-        for f in p.iterdir()
-        if f.is_file() and f.suffix.lower() in EXTENSIONS and f.name[0] != "."
-    )
+    found = images_in(p)
     require(bool(found), "input", str(path), f"a folder with no images ({', '.join(EXTENSIONS)})")
     return found
 

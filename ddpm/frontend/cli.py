@@ -45,7 +45,8 @@ def one_line_errors(task: Task) -> Task:
     @functools.wraps(task)
     def run(cfg: DictConfig) -> Any:
         try:
-            check_seeds(cfg)  # a sweep's jobs; a single run's were checked before Hydra ran
+            if in_sweep():  # a single run's seeds were checked before Hydra ran
+                check_seeds(cfg)
             return task(cfg)
         except UserError as err:
             if in_sweep():

@@ -18,6 +18,16 @@ from ddpm.samplers.base import Sampler
 FINAL_STEPS = ("first_order", "full_order")
 
 
+def check_final_step(final_step: str) -> None:
+    """The multistep solvers' ``final_step`` key (DPM-Solver++, iPNDM, UniPC)."""
+    require(
+        final_step in FINAL_STEPS,
+        "sampler.final_step",
+        final_step,
+        f"one of {', '.join(FINAL_STEPS)}",
+    )
+
+
 class DPMSolverPPSampler(Sampler):
     """DPM-Solver++(2M) (or 3M with ``order=3``), deterministic.
 
@@ -51,12 +61,7 @@ class DPMSolverPPSampler(Sampler):
     ) -> None:
         ok = order in (1, 2, 3) and not isinstance(order, bool)
         require(ok, "sampler.order", order, "1, 2 or 3")
-        require(
-            final_step in FINAL_STEPS,
-            "sampler.final_step",
-            final_step,
-            f"one of {', '.join(FINAL_STEPS)}",
-        )
+        check_final_step(final_step)
         super().__init__(
             schedule,
             steps=steps,

@@ -17,7 +17,7 @@ from torch import Tensor
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_int, require
 from ddpm.samplers.base import Sampler
-from ddpm.samplers.dpm_solver_pp import FINAL_STEPS
+from ddpm.samplers.dpm_solver_pp import check_final_step
 
 # Adams-Bashforth coefficients for equal steps, newest slope first.
 ADAMS_BASHFORTH = {
@@ -51,9 +51,7 @@ class IPNDMSampler(Sampler):
         guidance_scale: float,
     ) -> None:
         require(is_int(order, 1) and order <= 4, "sampler.order", order, "1, 2, 3 or 4")
-        require(
-            final_step in FINAL_STEPS, "sampler.final_step", final_step, " or ".join(FINAL_STEPS)
-        )
+        check_final_step(final_step)
         super().__init__(
             schedule,
             steps=steps,

@@ -17,7 +17,7 @@ from torch import Tensor
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_int, require
 from ddpm.samplers.base import Sampler
-from ddpm.samplers.dpm_solver_pp import FINAL_STEPS
+from ddpm.samplers.dpm_solver_pp import check_final_step
 
 VARIANTS = ("bh1", "bh2")
 
@@ -49,9 +49,7 @@ class UniPCSampler(Sampler):
     ) -> None:
         require(is_int(order, 1) and order <= 3, "sampler.order", order, "1, 2 or 3")
         require(variant in VARIANTS, "sampler.variant", variant, " or ".join(VARIANTS))
-        require(
-            final_step in FINAL_STEPS, "sampler.final_step", final_step, " or ".join(FINAL_STEPS)
-        )
+        check_final_step(final_step)
         super().__init__(
             schedule,
             steps=steps,
