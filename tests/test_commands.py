@@ -17,6 +17,7 @@ COMMANDS = {
     "compare": "ddpm.compare",
     "bench": "ddpm.bench",
     "search": "ddpm.search",
+    "plan": "ddpm.plan",
     "build-evaluator": "ddpm.evaluate.build",
 }
 SHARED_CHECKPOINT = REPO.parent / "shared" / "checkpoints" / "small-cosine-ema-22ep.pt"

@@ -79,6 +79,7 @@ COMMANDS = {
     "ddpm.compare",
     "ddpm.bench",
     "ddpm.search",
+    "ddpm.plan",
     "ddpm.evaluate.command",
     "ddpm.evaluate.build",
     "ddpm.evaluate.__main__",

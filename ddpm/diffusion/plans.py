@@ -18,17 +18,25 @@ than how each step is taken (Lu et al. 2022, Karras et al. 2022, Lin et al. 2023
 
 Continuous targets are mapped to the nearest timestep in lambda; where two land on the same
 integer the later ones move up one step, so the plan keeps exactly ``steps`` timesteps.
+
+A plan can also be a file (``sampler.plan=<file>``, written by ``python -m ddpm.plan``): its
+timesteps, and the fingerprint of the noise levels it was fitted on, so a plan is never used on
+another schedule or process grid.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import is_int, require
+from ddpm.errors import UserError, is_int, require
 
 SPACINGS = ("linspace", "leading", "trailing", "quadratic", "logsnr", "karras")
 KARRAS_RHO = 7.0
@@ -133,3 +141,49 @@ def timestep_plan(
     nearest = _nearest_in_lambda(lam, targets)
     nearest[-1] = top  # the plan starts at the top even where sigma_max capped its range
     return _distinct(nearest, top)
+
+
+def fingerprint(schedule: NoiseSchedule) -> str:
+    """A short hash of the noise levels (alpha_bar, float32 bytes): equal for the same schedule
+    or process grid, different for any other."""
+    return hashlib.sha256(schedule.alpha_bar.cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def write_plan(path: Path, schedule: NoiseSchedule, timesteps: list[int], **about: Any) -> None:
+    """Saves an increasing plan for ``schedule`` (and ``about``: how it was found) as JSON,
+    written whole or not at all."""
+    rows = sorted(int(t) for t in timesteps)
+    record = {"timesteps": rows, "levels": len(schedule), "fingerprint": fingerprint(schedule)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps({**record, **about}, indent=1) + "\n")
+    part.replace(path)
+
+
+def read_plan(path: str | Path, schedule: NoiseSchedule) -> list[int]:
+    """The increasing timesteps of a plan file, or one UserError naming the file and what is
+    wrong (missing, not a plan, fitted on another schedule, rows out of range)."""
+    where = f"sampler.plan={path}"
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"{where}: no such file (python -m ddpm.plan writes one)")
+    try:
+        record = json.loads(file.read_text())
+        rows, mark = record["timesteps"], record["fingerprint"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{where}: not a plan file (JSON with timesteps and fingerprint)") from None
+    count = len(schedule)
+    if mark != fingerprint(schedule):
+        raise UserError(
+            f"{where}: fitted on another noise schedule (levels {record.get('levels')}, "
+            f"fingerprint {mark}); this run's is {count} levels, {fingerprint(schedule)}"
+        )
+    ok = (
+        isinstance(rows, list)
+        and len(rows) > 0
+        and all(is_int(r, 0) and r < count for r in rows)
+        and rows == sorted(set(rows))
+    )
+    if not ok:
+        raise UserError(f"{where}: timesteps must be increasing integers in 0..{count - 1}")
+    return rows

@@ -48,6 +48,7 @@ class AdaptiveODESampler(Sampler):
             schedule,
             steps=steps,
             spacing="linspace",
+            plan=None,
             clip_x0=clip_x0,
             dynamic_threshold=dynamic_threshold,
             guidance_scale=guidance_scale,

@@ -3,7 +3,8 @@
 A sampler reads the schedule's tables (respaced to its own timesteps when it skips steps) and
 never re-derives them. ``step`` maps (x0 estimate, x_t, row i of the table) to the next state;
 ``sample`` runs the network and the steps from pure noise to an image, optionally conditioned
-on class labels with classifier-free guidance (``guidance_scale``). ``starting_at(t)``
+on class labels with classifier-free guidance (``guidance_scale``). ``sampler.plan=<file>``
+replaces ``steps`` and ``spacing`` by a fitted plan (``python -m ddpm.plan``). ``starting_at(t)``
 gives the same sampler on a plan that begins at timestep t instead of T-1, for starting the
 reverse process from a partly noised image (``ddpm.denoise``).
 """
@@ -18,7 +19,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ddpm.diffusion.objective import to_x0
-from ddpm.diffusion.plans import check_spacing, check_steps, linspace_timesteps, timestep_plan
+from ddpm.diffusion.plans import (
+    check_spacing,
+    check_steps,
+    linspace_timesteps,
+    read_plan,
+    timestep_plan,
+)
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_number, require
 
@@ -47,11 +54,14 @@ class Sampler:
         *,
         steps: int | None,
         spacing: str,
+        plan: str | None,
         clip_x0: bool,
         dynamic_threshold: float | None,
         guidance_scale: float,
     ) -> None:
-        self.steps = check_steps(steps, len(schedule))
+        # a fitted plan file: its timesteps, which then set the number of rows
+        self.planned = None if plan is None else read_plan(plan, schedule)
+        self.steps = check_steps(steps, len(schedule)) if plan is None else len(self.planned)
         self.spacing = check_spacing(spacing)
         require(isinstance(clip_x0, bool), "sampler.clip_x0", clip_x0, "true or false")
         require(
@@ -74,12 +84,18 @@ class Sampler:
         self.table = self._plan(len(schedule) - 1)
 
     def _plan(self, start_t: int) -> NoiseSchedule:
-        """The table for timesteps 0..start_t planned to ``steps`` rows by ``spacing``.
+        """The table for timesteps 0..start_t planned to ``steps`` rows by ``spacing`` (or the
+        plan file's timesteps: those below ``start_t``, then ``start_t`` itself).
 
         Row i of the result is original timestep ``kept[i]``; a full plan keeps the original
         table (so ``steps=T`` and ``steps=None`` are the same sampler, bit for bit).
         """
-        kept = timestep_plan(self.schedule, self.steps, self.spacing, top=start_t)
+        if self.planned is None:
+            kept = timestep_plan(self.schedule, self.steps, self.spacing, top=start_t)
+        elif start_t == len(self.schedule) - 1:
+            kept = self.planned
+        else:
+            kept = [t for t in self.planned if t < start_t] + [start_t]
         if len(kept) == len(self.schedule):
             return self.schedule
         return self.schedule.respace(kept)
