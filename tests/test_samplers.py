@@ -768,3 +768,30 @@ def test_the_unipc_corrector_raises_the_order_of_a_first_order_step():
         x, _ = sampler.sample(model, x_T.shape, x_T=x_T)
         errors[name] = abs(x.std().item() / S - 1)
     assert errors["unipc"] < 0.5 * errors["ddim"]
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+@pytest.mark.parametrize(
+    ("option", "budget", "deterministic"),
+    [("ode10", 10, True), ("nfe10", 10, False), ("nfe5", 5, False)],
+)
+def test_the_few_call_presets_keep_their_budget_and_ode10_is_deterministic(
+    option, budget, deterministic, schedule
+):
+    """ode10 draws the exact oracle's std within 15% (measured: +0.3%, -4.8%, -10.5%); the
+    stochastic presets start on the leading plan (x_T taken as x_900 at 10 calls), which on
+    Gaussian data keeps the mean but loses std (measured -28% to -73%): the trade their FID on
+    MNIST is bought with, stated in the yaml."""
+    sch = preset("schedule", schedule, timesteps=1000)
+    sampler = preset("sampler", option, schedule=sch)
+    assert sampler.nfe <= budget and sampler.stochastic is not deterministic
+    model = GaussianOracle(sch, MU, S)
+    x_T = torch.randn(2000, 1, 1, 1, generator=torch.Generator().manual_seed(0))
+    draws = [
+        sampler.sample(model, x_T.shape, x_T=x_T, generator=torch.Generator().manual_seed(k))[0]
+        for k in (1, 2)
+    ]
+    assert torch.equal(*draws) is deterministic
+    ratio = float(draws[0].std()) / S
+    assert abs(float(draws[0].mean()) - MU) < 0.02
+    assert abs(ratio - 1) < 0.15 if deterministic else 0.2 < ratio < 1.0, ratio

@@ -40,7 +40,11 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def tag_of(name: str, kwargs: dict[str, Any]) -> str:
-    return name + "".join(f"_{k}={v}" for k, v in sorted(kwargs.items()))
+    """A file name for a setting (a plan file by its parent folder and stem)."""
+    shown = {
+        k: f"{Path(v).parent.name}-{Path(v).stem}" if k == "plan" else v for k, v in kwargs.items()
+    }
+    return name + "".join(f"_{k}={v}" for k, v in sorted(shown.items()))
 
 
 @torch.no_grad()
