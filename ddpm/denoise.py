@@ -250,7 +250,7 @@ def run_denoise(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any
         job.device,
     )
     posterior = posterior_draws(cfg, sampler, sampler_name)
-    name = job.tagged(f"{sampler_name}_{len(sampler.timesteps)}")
+    name = job.tagged(job.setting(sampler_name))
     out = output_dir(cfg.out_dir, cfg.run_dir, ckpt, "denoise", name)
 
     count = max(cfg.num_images, cfg.num_eval)

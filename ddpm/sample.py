@@ -86,7 +86,7 @@ def sample(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, Any]:
     )
     steps = len(sampler.timesteps)
     labels = requested_labels(cfg, model)
-    name = f"{sampler_name}_{steps}"
+    name = job.setting(sampler_name)
     if labels is not None:
         classes = dict.fromkeys(labels.tolist())  # in order, once each
         what = "all" if cfg.get("labels") else "-".join(str(c) for c in classes)

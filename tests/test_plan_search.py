@@ -212,3 +212,24 @@ def test_a_plan_of_another_schedule_is_refused_by_the_sampler_command(tiny_run, 
         .startswith(f"error: sampler.plan={path}: fitted on another")
     )
     assert not (tmp_path / "s").exists()
+
+
+def test_outputs_of_a_plan_are_named_for_it(tiny_run, tmp_path):
+    """Two plans of one length never share an output folder: the plan file's stem is in it."""
+    from omegaconf import OmegaConf
+
+    from ddpm.configs.presets import _preset_config
+    from ddpm.runs.load import load_for_sampling, load_trained
+
+    path = tmp_path / "mine.json"
+    write_plan(path, load_trained(tiny_run)[2], [19, 12, 5, 1])
+    node = OmegaConf.to_container(_preset_config("sampler", "ipndm").sampler)
+
+    def setting(**keys):
+        cfg = {"run_dir": str(tiny_run), "checkpoint": None, "device": "cpu"}
+        return load_for_sampling(OmegaConf.create({**cfg, "sampler": {**node, **keys}})).setting(
+            "ipndm"
+        )
+
+    assert setting(plan=str(path)) == "ipndm_4_plan-mine"
+    assert setting(steps=4) == "ipndm_4"

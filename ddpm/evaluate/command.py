@@ -77,8 +77,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
     _check(cfg)
     job = load_for_sampling(cfg)
     model, sampler, path, device = job.model, job.sampler, job.checkpoint, job.device
-    steps = len(sampler.timesteps)
-    name = f"{sampler_name}_{steps}_n{cfg.num_samples}"
+    name = f"{job.setting(sampler_name)}_n{cfg.num_samples}"
     if getattr(model, "num_classes", None) is not None:
         name += f"_w{sampler.guidance_scale:g}"  # conditional: one file per guidance scale
     name = job.tagged(name)
@@ -103,7 +102,7 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
         "checkpoint": str(path),
         "step": train_step,
         "sampler": sampler_name,
-        "steps": steps,
+        "steps": len(sampler.timesteps),
         "nfe": sampler.nfe,  # network calls per image
         "guidance_scale": sampler.guidance_scale if labels is not None else None,
         "num_samples": cfg.num_samples,

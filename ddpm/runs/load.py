@@ -113,6 +113,13 @@ class SamplingJob:
     run_id: str | None  # the tracker's id of the run (W&B's), for numbers measured later
     ema: bool = True  # the run's EMA weights were asked for (``ema=false``: the raw ones)
 
+    def setting(self, sampler_name: str) -> str:
+        """``<sampler>_<rows>``, plus ``_plan-<file stem>`` on a fitted plan: the stem of an
+        output name, so two plans of one length never share a file or folder."""
+        name = f"{sampler_name}_{len(self.sampler.timesteps)}"
+        plan = getattr(self.sampler, "plan_file", None)
+        return name if plan is None else f"{name}_plan-{Path(plan).stem}"
+
     def tagged(self, name: str) -> str:
         """An output name; ``_raw`` marks outputs of the raw weights, so they never share a
         file or folder with the EMA's."""

@@ -61,6 +61,7 @@ class Sampler:
     ) -> None:
         # a fitted plan file: its timesteps, which then set the number of rows
         self.planned = None if plan is None else read_plan(plan, schedule)
+        self.plan_file = plan
         self.steps = check_steps(steps, len(schedule)) if plan is None else len(self.planned)
         self.spacing = check_spacing(spacing)
         require(isinstance(clip_x0, bool), "sampler.clip_x0", clip_x0, "true or false")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # FID of 500 samples (x_T seeds 0-4, batches of 100: the same x_T in every setting and as the
 # 1000-step baseline in experiments/sampler_quality) for solver x plan at few calls, on the
-# shared GPU-trained checkpoint. STAGE=fixed: fixed spacings; STAGE=fitted: plans from
+# shared GPU-trained checkpoint. STAGE=fixed: fixed spacings at 5 and 10 calls; STAGE=curve:
+# 1-50 calls; STAGE=fitted: plans from
 # `python -m ddpm.plan` in $PLANS (default experiments/few_calls/plans/shared).
 # One thread; images are kept under $STORE and reused.
 set -euo pipefail
@@ -26,6 +27,13 @@ fixed)
     run "ddim:steps=$n,spacing=logsnr" "dpm_solver_pp_sde:steps=$n,spacing=leading" \
         "dpm_solver_pp_sde:steps=$n,spacing=trailing"
   done
+  ;;
+curve)   # the rest of the FID-vs-calls curve: 1, 2, 4, 20 and 50 calls
+  for n in 1 2 4 20; do
+    run "unipc:steps=$n,spacing=karras" "dpm_solver_pp_3m:steps=$n,spacing=karras" \
+        "dpm_solver_pp_sde:steps=$n,spacing=leading"
+  done
+  run "dpm_solver_pp_sde:steps=50,spacing=logsnr" "dpm_solver_pp_3m:steps=50,spacing=karras"
   ;;
 fitted)
   for f in "$PLANS"/*.json; do
