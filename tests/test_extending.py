@@ -29,9 +29,11 @@ from ddpm.runs.tracking import Tracker
 class ShrinkSampler(Sampler):
     """Deterministic: each row moves to the x0 estimate scaled to the next level, no noise."""
 
-    def __init__(self, schedule, *, steps, spacing, clip_x0, dynamic_threshold, guidance_scale):
+    def __init__(
+        self, schedule, *, steps, spacing, plan, clip_x0, dynamic_threshold, guidance_scale
+    ):
         super().__init__(
-            schedule, steps=steps, spacing=spacing, clip_x0=clip_x0,
+            schedule, steps=steps, spacing=spacing, plan=plan, clip_x0=clip_x0,
             dynamic_threshold=dynamic_threshold, guidance_scale=guidance_scale,
         )
 
@@ -73,6 +75,7 @@ YAMLS = {
         _target_: toy_extension.ShrinkSampler
         steps: 3
         spacing: linspace
+        plan: null
         clip_x0: true
         dynamic_threshold: null
         guidance_scale: 1.0
