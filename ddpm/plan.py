@@ -62,12 +62,11 @@ def plan(cfg: DictConfig, name: str = "sampler") -> dict[str, Any]:
         )
     require(steps <= len(job.schedule), "reference_steps", steps, f"at most {len(job.schedule)}")
     sampler = rows_for(cfg, job.schedule, cfg.nfe, name).to(job.device)
-    ckpt_out = output_dir(None, cfg.run_dir, job.checkpoint, "plans", "")
-    out = (
-        Path(cfg.out).expanduser()
-        if cfg.out
-        else ckpt_out / f"{job.tagged(name)}_nfe{cfg.nfe}.json"
+    # <run>/plans/<sampler>_nfe<n>[_<checkpoint stem>].json, or ``out``
+    default = output_dir(
+        None, cfg.run_dir, job.checkpoint, "plans", job.tagged(f"{name}_nfe{cfg.nfe}")
     )
+    out = Path(cfg.out).expanduser() if cfg.out else default.with_name(default.name + ".json")
 
     model = job.model
     shape = (model.in_channels, model.image_size, model.image_size)
