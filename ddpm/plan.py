@@ -82,15 +82,11 @@ def plan(cfg: DictConfig, name: str = "sampler") -> dict[str, Any]:
     timesteps = sorted(fit.timesteps[k] for k in path)
     took = time.perf_counter() - start
 
+    tried = {"fitted": timesteps, **search.fixed_plans(sampler, len(sampler.table))}
     errors = {
-        "fitted": search.plan_error(
-            model, search.on_plan(sampler, timesteps), held.states[0], held.images
-        )
+        plan: search.plan_error(model, sampler.on_plan(rows), held.states[0], held.images)
+        for plan, rows in tried.items()
     }
-    for spacing, rows in search.fixed_plans(sampler, len(sampler.table)).items():
-        errors[spacing] = search.plan_error(
-            model, search.on_plan(sampler, rows), held.states[0], held.images
-        )
     about = {
         "sampler": name,
         "nfe": cfg.nfe,

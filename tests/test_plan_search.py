@@ -74,13 +74,11 @@ def test_the_fitted_plan_beats_every_fixed_spacing_on_the_gaussian_oracle(proces
     held = search.reference(model, teacher, x_T[200:])
     cost, end = search.jump_costs(fit, sch)
     path, _ = search.refine(model, sampler, fit, search.best_path(cost, end, nfe), passes=2)
-    fitted = search.on_plan(sampler, [fit.timesteps[k] for k in path])
+    fitted = sampler.on_plan([fit.timesteps[k] for k in path])
     assert fitted.nfe == nfe and fitted.timesteps[0] == len(sch) - 1
     error = search.plan_error(model, fitted, held.states[0], held.images)
     fixed = {
-        spacing: search.plan_error(
-            model, search.on_plan(sampler, rows), held.states[0], held.images
-        )
+        spacing: search.plan_error(model, sampler.on_plan(rows), held.states[0], held.images)
         for spacing, rows in search.fixed_plans(sampler, nfe).items()
     }
     assert error < 0.9 * min(fixed.values()), (error, fixed)

@@ -115,6 +115,16 @@ class Sampler:
         other.reset()
         return other
 
+    def on_plan(self, timesteps: Sequence[int]) -> Sampler:
+        """This sampler on the given timesteps (any order) instead of its own plan, as a plan
+        file would set them: what the plan search tries."""
+        other = copy.copy(self)
+        other.planned = sorted(int(t) for t in timesteps)
+        other.steps = len(other.planned)
+        other.table = other._plan(len(self.schedule) - 1)
+        other.reset()
+        return other
+
     @property
     def stochastic(self) -> bool:
         """Draws fresh noise while it samples (two generators give two answers): what

@@ -22,7 +22,6 @@ and the reference images, on ``num_check`` held-out x_T that the search never sa
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +30,6 @@ from torch import Tensor, nn
 from ddpm.diffusion.plans import SPACINGS, timestep_plan
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.samplers.base import Sampler
-from ddpm.samplers.dpm_solver_pp import DPMSolverPPSampler
 
 
 @dataclass
@@ -46,14 +44,17 @@ class Reference:
 
 
 def reference_sampler(schedule: NoiseSchedule, steps: int, like: Sampler) -> Sampler:
-    """DPM-Solver++(2M) on ``steps`` log-SNR rows, with ``like``'s x0 handling and guidance."""
-    return DPMSolverPPSampler(
-        schedule,
+    """DPM-Solver++(2M) from its yaml on ``steps`` log-SNR rows, with ``like``'s x0 handling
+    and guidance."""
+    from ddpm.configs.presets import preset
+
+    return preset(
+        "sampler",
+        "dpm_solver_pp",
+        schedule=schedule,
         steps=steps,
         spacing="logsnr",
         plan=None,
-        order=2,
-        final_step="first_order",
         clip_x0=like.clip_x0,
         dynamic_threshold=like.dynamic_threshold,
         guidance_scale=like.guidance_scale,
@@ -123,16 +124,6 @@ def plan_error(model: nn.Module, sampler: Sampler, x_T: Tensor, images: Tensor) 
     return float((out - images).pow(2).mean().sqrt())
 
 
-def on_plan(sampler: Sampler, timesteps: list[int]) -> Sampler:
-    """``sampler`` with its table replaced by the increasing ``timesteps``."""
-    other = copy.copy(sampler)
-    other.planned = sorted(timesteps)
-    other.steps = len(timesteps)
-    other.table = other._plan(len(sampler.schedule) - 1)
-    other.reset()
-    return other
-
-
 def fixed_plans(sampler: Sampler, rows: int) -> dict[str, list[int]]:
     """Every fixed spacing's ``rows``-row plan on ``sampler``'s schedule."""
     return {name: timestep_plan(sampler.schedule, rows, name) for name in SPACINGS}
@@ -151,7 +142,7 @@ def refine(
     x_T = ref.states[0]
 
     def error(p: list[int]) -> float:
-        return plan_error(model, on_plan(sampler, [ref.timesteps[k] for k in p]), x_T, ref.images)
+        return plan_error(model, sampler.on_plan([ref.timesteps[k] for k in p]), x_T, ref.images)
 
     best = error(path)
     for _ in range(passes):
@@ -161,7 +152,7 @@ def refine(
                 for shift in (-width, width):
                     trial = list(path)
                     trial[k] += shift
-                    low = trial[k - 1] if k > 0 else -1
+                    low = trial[k - 1]  # k >= 1: the first row stays at the top
                     high = trial[k + 1] if k + 1 < len(trial) else len(ref.timesteps)
                     if not low < trial[k] < high:
                         continue
