@@ -194,10 +194,20 @@ def test_naming_a_model_changes_the_model_and_nothing_else(make_cfg) -> None:
 
 
 def test_recipes_compose_to_their_settings(make_cfg) -> None:
-    cpu = make_cfg()  # the default recipe: the residual res_tiny net, no dropout
+    cpu = make_cfg()  # the default recipe: rectified flow on the residual res_tiny net
     assert cpu.model._target_.endswith("ResUNet") and list(cpu.model.channels) == [16, 32, 64]
     assert cpu.model.dropout == 0
-    assert cpu.schedule._target_.endswith("cosine")
+    assert cpu.process._target_.endswith("FlowProcess")
+    assert (cpu.process.time_sampling, cpu.process.logit_mean, cpu.process.logit_std) == (
+        "logit_normal",
+        0.0,
+        1.0,
+    )
+    ddpm = make_cfg("process=ddpm")  # the DDPM recipe before it: cosine, the rest kept
+    assert ddpm.process._target_.endswith("DDPMProcess") and ddpm.schedule._target_.endswith(
+        "cosine"
+    )
+    assert list(ddpm.model.channels) == [16, 32, 64] and ddpm.optimizer.lr == 1e-3
     assert (cpu.optimizer.lr, cpu.trainer.ema_decay, cpu.trainer.max_minutes) == (1e-3, 0.999, 30)
     fast = make_cfg("recipe=fast")  # the same with the quarter-width seed net
     assert fast.model._target_.endswith(".UNet") and list(fast.model.channels) == [32, 64, 128]
