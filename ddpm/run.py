@@ -55,7 +55,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         data = parts.dataset.load()
         check_fit(parts, data, ranks)
         run_dir = _shared_run_dir(run_dir, ranks)
-        return _train(cfg, parts, data, run_dir, device, ranks, evaluator)
+        return train_run(cfg, parts, data, run_dir, device, ranks, evaluator)
     finally:
         distributed.teardown()
 
@@ -97,7 +97,7 @@ def _shared_run_dir(run_dir: Path, ranks: distributed.Ranks) -> Path:
     return shared
 
 
-def _train(
+def train_run(
     cfg: DictConfig,
     parts: Parts,
     data: ImageDataset,
@@ -106,6 +106,8 @@ def _train(
     ranks: distributed.Ranks,
     evaluator: tuple[str, dict[str, Any]] | None,
 ) -> dict[str, Any]:
+    """Trains ``parts`` on ``data`` into ``run_dir`` (resuming from its checkpoint when there
+    is one) with the tracker open; ``cfg`` is what the checkpoints record."""
     settings = parts.settings
     config = OmegaConf.to_container(cfg, resolve=True)
     state = TrainState.create(parts.model, parts.optimizer, settings.ema_decay)
@@ -186,14 +188,14 @@ def report(summary: dict[str, Any], run_dir: Path) -> None:
     )
 
 
-def _is_fresh(run_dir: Path) -> bool:
+def is_fresh(run_dir: Path) -> bool:
     """Nothing but Hydra's own files: a folder a failed start may remove."""
     return run_dir.is_dir() and not any(
         (run_dir / name).exists() for name in ("checkpoints", "metrics.jsonl", "summary.json")
     )
 
 
-def _remove(run_dir: Path) -> None:
+def remove_run_dir(run_dir: Path) -> None:
     """The run dir, and the date folders above it inside the launch folder once empty."""
     shutil.rmtree(run_dir, ignore_errors=True)
     launch = Path.cwd().resolve()
@@ -222,12 +224,12 @@ def main(cfg: DictConfig) -> float:
     if in_sweep() and (done := finished(run_dir)) is not None:
         log.info("already finished, skipped: %s", run_dir)
         return objective(cfg, done)
-    fresh = _is_fresh(run_dir)
+    fresh = is_fresh(run_dir)
     try:
         summary = run(cfg, run_dir)
     except UserError:
-        if fresh and not in_sweep() and _is_fresh(run_dir):
-            _remove(run_dir)  # a bad start leaves no folder behind
+        if fresh and not in_sweep() and is_fresh(run_dir):
+            remove_run_dir(run_dir)  # a bad start leaves no folder behind
         raise
     except Interrupted as err:
         log.warning("stopped by %s; continue with:\n  %s", err, resume_command(run_dir))

@@ -18,6 +18,7 @@ COMMANDS = {
     "bench": "ddpm.bench",
     "search": "ddpm.search",
     "plan": "ddpm.plan",
+    "distill": "ddpm.distill",
     "build-evaluator": "ddpm.evaluate.build",
 }
 SHARED_CHECKPOINT = REPO.parent / "shared" / "checkpoints" / "small-cosine-ema-22ep.pt"

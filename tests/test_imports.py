@@ -80,6 +80,7 @@ COMMANDS = {
     "ddpm.bench",
     "ddpm.search",
     "ddpm.plan",
+    "ddpm.distill",
     "ddpm.evaluate.command",
     "ddpm.evaluate.build",
     "ddpm.evaluate.__main__",

@@ -12,7 +12,7 @@ reverse process from a partly noised image (``ddpm.denoise``).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,22 @@ from ddpm.diffusion.plans import (
 )
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_number, require
+
+
+def x0_estimate(
+    net: Callable[[Tensor, Tensor], Tensor],
+    prediction: str,
+    x: Tensor,
+    table: NoiseSchedule,
+    rows: Tensor,
+) -> Tensor:
+    """The network's raw x0 estimate for each image at its row of ``table`` (``rows``: one per
+    image). A continuous process's grid calls ``net`` through its preconditioning; the DDPM
+    schedule passes x and the integer timestep as they are and converts the ``prediction``."""
+    t = table.timesteps.to(x.device)[rows]
+    if table.precond is not None:
+        return table.precond.x0(net, x, t)
+    return to_x0(prediction, net(x, t), x, rows, table)
 
 
 def spaced_timesteps(num_timesteps: int, steps: int | None) -> list[int]:
@@ -183,15 +199,11 @@ class Sampler:
         self, model: nn.Module, x: Tensor, table: NoiseSchedule, i: int, labels: Tensor | None
     ) -> Tensor:
         """The (kept-in-range) x0 estimate at row ``i`` of ``table`` (the plan's or the whole
-        schedule's). A continuous process's grid calls the network through its
-        preconditioning; the DDPM schedule passes x and the integer timestep as they are."""
-        t = table.timesteps[i].expand(x.shape[0]).to(x.device)
-        if table.precond is not None:
-            net = lambda x_in, c_noise: self.predict(model, x_in, c_noise, labels)  # noqa: E731
-            return self.handle_x0(table.precond.x0(net, x, t))
-        row = torch.full_like(t, i)
-        output = self.predict(model, x, t, labels)
-        return self.handle_x0(to_x0(model.prediction, output, x, row, table))
+        schedule's), the network guided toward ``labels``."""
+        rows = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+        net = lambda x_in, level: self.predict(model, x_in, level, labels)  # noqa: E731
+        prediction = getattr(model, "prediction", "eps")
+        return self.handle_x0(x0_estimate(net, prediction, x, table, rows))
 
     def handle_x0(self, x0: Tensor) -> Tensor:
         """The x0 estimate kept in the data range: Imagen's dynamic thresholding when
