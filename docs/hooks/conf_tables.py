@@ -36,7 +36,7 @@ MARKER = re.compile(
 SKIPPED = {"_target_", "_partial_", "defaults", "hydra"}
 KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):(?P<rest>.*)$")
 DEFAULTS_LINE = re.compile(
-    r"^ *- +(?:override +)?(?P<group>[\w/]+): *(?P<option>[\w.]+)(?P<rest>.*)$"
+    r"^ *- +(?:override +)?(?P<group>[\w/@]+): *(?P<option>[\w.]+)(?P<rest>.*)$"
 )
 
 
