@@ -30,12 +30,15 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm.configs.presets import build
 from ddpm.configs.run_config import Parts, build_process
 from ddpm.errors import UserError, fail, is_int, require
+from ddpm.evaluate.cache import evaluator_for
 from ddpm.frontend.cli import hydra_command, sampler_choice
 from ddpm.hardware import distributed
 from ddpm.hardware.devices import pick_device
+from ddpm.processes import DDPMProcess
 from ddpm.run import is_fresh, remove_run_dir, train_run
 from ddpm.runs import checkpoint as ckpt
-from ddpm.runs.load import load_for_sampling
+from ddpm.runs.load import data_root, load_for_sampling
+from ddpm.samplers.ddim import DDIMSampler
 from ddpm.samplers.generate import balanced_labels
 from ddpm.training.loop import Interrupted
 from ddpm.training.reflow import ReflowLoss, pair_dataset, teacher_pairs
@@ -50,31 +53,49 @@ def check_settings(cfg: DictConfig) -> list[int]:
         require(is_int(cfg[key], 1), key, cfg[key], "an integer >= 1")
     calls = OmegaConf.to_container(cfg.calls) if OmegaConf.is_list(cfg.calls) else cfg.calls
     ok = isinstance(calls, list) and calls and all(is_int(c, 1) for c in calls)
-    require(
-        ok and len(set(calls)) == len(calls), "calls", calls, "a list of distinct integers >= 1"
-    )
-    weighting = cfg.trainer.loss_weighting
+    ok = ok and len(set(calls)) == len(calls)
+    require(ok, "calls", calls, "a list of distinct integers >= 1")
+    trainer = cfg.trainer
+    weighting, dropout = trainer.loss_weighting, trainer.label_dropout
     require(weighting == "none", "trainer.loss_weighting", weighting, "none (the x0 error)")
+    require(dropout == 0, "trainer.label_dropout", dropout, "0 (each pair keeps its label)")
+    require(
+        OmegaConf.is_dict(cfg.student),
+        "student",
+        cfg.student,
+        "a sampler config; pick another with sampler@student=<option>",
+    )
     return sorted(calls)
 
 
 def student_config(cfg: DictConfig, teacher: DictConfig, calls: list[int]) -> DictConfig:
     """The teacher's run config with the student's sampler, optimizer, trainer, logger and
-    device: what the student's checkpoints record, so it reloads like any run."""
+    device: what the student's checkpoints record, so it reloads like any run. A DDPM eps
+    teacher gets a v student: an eps network's x0 estimate divides by sqrt(alpha_bar), about
+    1e-4 at the top row, so a 1-call eps student cannot be accurate (v: x0 = a x - s v)."""
     node = OmegaConf.to_container(teacher, resolve=True)
-    node.setdefault("process", {"_target_": "ddpm.processes.DDPMProcess"})  # pre-process runs
     for key in ("optimizer", "trainer", "logger"):
         node[key] = OmegaConf.to_container(cfg[key], resolve=True)
     node["sampler"] = {**OmegaConf.to_container(cfg.student, resolve=True), "steps": calls[0]}
     node["device"], node["experiment_name"] = cfg.device, "distill"
-    if (
-        node["process"]["_target_"].endswith("DDPMProcess")
-        and node["model"].get("prediction", "eps") == "eps"
-    ):
-        # an eps network's x0 estimate divides by sqrt(alpha_bar), about 1e-4 at the top row,
-        # so a 1-call eps student cannot be accurate; v gives x0 = a x - s v there
+    node["dataset"]["root"] = data_root(teacher, None)  # where evaluations find the data now
+    if isinstance(build_process(teacher), DDPMProcess) and node["model"]["prediction"] == "eps":
         node["model"]["prediction"] = "v"
     return OmegaConf.create(node)
+
+
+def student_plans(config: DictConfig, grid: Any, calls: list[int]) -> list[list[int]]:
+    """The rows of the student's plan at each call count (refusing a plan DDIM cannot make
+    exact, and more calls than the grid has rows)."""
+    top = len(grid)
+    require(max(calls) <= top, "calls", calls, f"call counts in 1..{top} (the process's levels)")
+    plans = []
+    for k in calls:
+        sampler = build(config.sampler, schedule=grid, steps=k)
+        exact = isinstance(sampler, DDIMSampler) and sampler.eta == 0 and not sampler.planned
+        require(exact, "student", config.sampler._target_, "DDIM with eta=0 and no plan file")
+        plans.append(sampler.timesteps)
+    return plans
 
 
 def load_pairs(path: Path, about: dict[str, Any]) -> tuple[torch.Tensor, ...] | None:
@@ -92,7 +113,8 @@ def load_pairs(path: Path, about: dict[str, Any]) -> tuple[torch.Tensor, ...] | 
 
 
 def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> dict[str, Any]:
-    """Draws (or reloads) the pairs, then trains the student in ``run_dir``; its summary."""
+    """Draws (or reloads) the pairs, then trains the student in ``run_dir``; its summary.
+    Every setting is checked before the pairs are drawn."""
     calls = check_settings(cfg)
     job = load_for_sampling(cfg)  # the teacher, with the pairs' solver
     if job.sampler.stochastic:
@@ -100,11 +122,13 @@ def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> di
     device = pick_device(cfg.device)
     config = student_config(cfg, job.config, calls)
     settings = build(config.trainer)
-    process = build_process(config).to(device)
-    grid = process.grid
-    plans = [build(config.sampler, schedule=grid, steps=k).timesteps for k in calls]
+    ckpt.resume_path(settings.resume, run_dir)  # a bad trainer.resume, before any work
+    every = settings.eval_every
+    evaluator = evaluator_for(config.dataset, "trainer.eval_every", every) if every else None
+    grid = build_process(config).to(device).grid
+    plans = student_plans(config, grid, calls)
     student = copy.deepcopy(job.model).to(device).train()  # the teacher's weights to start
-    prediction = student.prediction = config.model.get("prediction", "eps")
+    student.prediction = config.model.prediction
     parts = Parts(
         settings=settings,
         model=student,
@@ -113,7 +137,7 @@ def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> di
         optimizer=build(config.optimizer)(student.parameters()),
         dataset=None,  # the pairs are the data
         logger=build(config.logger, _partial_=True),
-        process=ReflowLoss(grid, plans, prediction),
+        process=ReflowLoss(grid, plans, student.prediction),
     )
     for group in parts.optimizer.param_groups:
         group["lr"] *= settings.lr_factor()
@@ -124,6 +148,7 @@ def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> di
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "pairs": cfg.pairs,
         "seed": settings.seed,
+        "calls": calls,  # a resumed student trains for the same plans
     }
     path = run_dir / PAIRS_FILE
     pairs = load_pairs(path, about)
@@ -135,15 +160,15 @@ def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> di
         )
         took = time.perf_counter() - start
         log.info("%d teacher pairs in %.1f s (%s calls each)", cfg.pairs, took, job.sampler.nfe)
-        run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.save({"about": about, "x0": x0, "z": z, "labels": labels}, path)
-        record = {**about, "calls": calls, "plans": plans, "pair_seconds": took}
+        record = {**about, "plans": plans, "pair_seconds": took}
         (run_dir / "distill.json").write_text(json.dumps(record, indent=2) + "\n")
         pairs = (x0, z, labels)
+    del job  # the teacher: only its pairs are needed from here
     data = pair_dataset(*pairs)
     torch.manual_seed(settings.seed)  # the loss's row draws (a resume restores the stream)
     log.info("student plans (rows, noisiest first): %s", dict(zip(calls, plans, strict=True)))
-    return train_run(config, parts, data, run_dir, device, distributed.SINGLE, None)
+    return train_run(config, parts, data, run_dir, device, distributed.SINGLE, evaluator)
 
 
 def main(cfg: DictConfig) -> None:
@@ -152,7 +177,7 @@ def main(cfg: DictConfig) -> None:
     try:
         summary = distill(cfg, run_dir, sampler_choice())
     except UserError:
-        if fresh and is_fresh(run_dir):
+        if fresh and is_fresh(run_dir) and not (run_dir / PAIRS_FILE).exists():
             remove_run_dir(run_dir)  # a bad start leaves no folder behind
         raise
     except Interrupted as err:

@@ -58,6 +58,25 @@ def test_the_exact_student_has_zero_loss_and_lands_on_the_image_in_1_2_and_4_cal
         assert (x - MU).abs().max() < 1e-4, (name, calls)
 
 
+@pytest.mark.parametrize("name", sorted(PROCESSES))
+def test_rank_parts_of_the_student_loss_add_up_to_the_whole_batch(name):
+    """Every rank draws the rows for the whole batch, then takes its part, as the loop needs."""
+    process = PROCESSES[name]()
+    torch.manual_seed(0)
+    model = preset("model", "base", channels=[8, 16], num_classes=10, prediction="v")
+    pairs = pair_dataset(torch.rand(6, 1, 28, 28) * 2 - 1, torch.randn(6, 1, 28, 28), None)
+    loss = ReflowLoss(process.grid, student_plans(process.grid), "v")
+    labels = torch.arange(6)
+    torch.manual_seed(5)
+    whole = loss.loss(model, pairs.images, labels=labels)
+    parts = []
+    for part in (slice(0, 2), slice(2, 6)):
+        torch.manual_seed(5)
+        parts.append(loss.loss(model, pairs.images, labels=labels, part=part))
+    torch.testing.assert_close(parts[0] + parts[1], whole)
+    assert float(whole.detach()) > 0
+
+
 def test_each_plan_weighs_the_same_and_its_rows_share_its_weight():
     rows, weights = plan_rows([[19], [19, 9], [19, 14, 9, 4]])
     assert rows.tolist() == [4, 9, 14, 19]
@@ -74,12 +93,13 @@ def test_the_trailing_plans_start_from_pure_noise_and_never_end_on_the_clean_row
 # --- the command ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def distill_cfg():
+def distill_cfg(*overrides: str):
+    """conf/distill.yaml composed with ``overrides``."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield lambda *o: compose(config_name="distill", overrides=list(o))
+        cfg = compose(config_name="distill", overrides=list(overrides))
     GlobalHydra.instance().clear()
+    return cfg
 
 
 def small(run_dir: Path, *more: str) -> list[str]:
@@ -100,7 +120,7 @@ def small(run_dir: Path, *more: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_student_is_a_run_whose_pairs_are_the_teachers_images(tiny_run, tmp_path, distill_cfg):
+def test_a_student_is_a_run_whose_pairs_are_the_teachers_images(tiny_run, tmp_path):
     from ddpm.distill import distill
 
     out = tmp_path / "student"
@@ -124,7 +144,7 @@ def test_a_student_is_a_run_whose_pairs_are_the_teachers_images(tiny_run, tmp_pa
     assert (out / "samples" / "distilled_2" / "grid.png").is_file()
 
 
-def test_a_stopped_student_resumes_to_the_same_weights(tiny_run, tmp_path, distill_cfg):
+def test_a_stopped_student_resumes_to_the_same_weights(tiny_run, tmp_path):
     from ddpm.distill import distill
 
     whole, halves = tmp_path / "whole", tmp_path / "halves"
@@ -138,7 +158,27 @@ def test_a_stopped_student_resumes_to_the_same_weights(tiny_run, tmp_path, disti
         assert torch.equal(value, b["model"][key]), key
 
 
-def test_pairs_of_another_teacher_setting_are_refused(tiny_run, tmp_path, distill_cfg):
+@pytest.mark.slow
+def test_a_conditional_teacher_gives_a_conditional_student_of_balanced_pairs(tmp_path):
+    from conftest import train_tiny
+
+    from ddpm.distill import distill
+
+    teacher = train_tiny(tmp_path / "teacher", "model.num_classes=10")
+    out = tmp_path / "student"
+    distill(distill_cfg(*small(teacher, "trainer.max_steps=2")), out)
+    saved = checkpoint.load(out / "pairs.pt")
+    assert saved["labels"].tolist() == [i % 10 for i in range(24)]
+    _, model, schedule = load_trained(teacher)
+    solver = preset("sampler", "ddim", schedule=schedule, steps=5)
+    z, labels = saved["z"][:16], saved["labels"][:16]
+    again, _ = solver.sample(model, z.shape, x_T=z, labels=labels)
+    assert torch.allclose(again, saved["x0"][:16], atol=1e-6)  # each image drawn for its label
+    _, student, _ = load_trained(out)
+    assert student.num_classes == 10
+
+
+def test_pairs_of_another_teacher_setting_are_refused(tiny_run, tmp_path):
     from ddpm.distill import distill
 
     out = tmp_path / "s"
@@ -156,6 +196,11 @@ def test_pairs_of_another_teacher_setting_are_refused(tiny_run, tmp_path, distil
             (["pairs=0"], "error: pairs=0: an integer >= 1"),
             (["sampler=dpm_solver_pp_sde"], "error: sampler='dpm_solver_pp_sde': stochastic"),
             (["trainer.loss_weighting=min_snr"], "error: trainer.loss_weighting='min_snr': none"),
+            (["trainer.label_dropout=0.1"], "error: trainer.label_dropout=0.1: 0 (each pair"),
+            (["calls=[1,50]"], "error: calls=[1, 50]: call counts in 1..20"),
+            (["student=heun"], "error: student='heun': a sampler config; pick another with"),
+            (["sampler@student=heun"], "error: student='ddpm.samplers.heun.HeunSampler': DDIM"),
+            (["trainer.resume=/nope.pt"], "error: trainer.resume='/nope.pt': no such"),
         ],
         fast=lambda case: case[0] == ["sampler=dpm_solver_pp_sde"],
     ),

@@ -32,14 +32,15 @@ from ddpm.errors import is_number, require
 
 def x0_estimate(
     net: Callable[[Tensor, Tensor], Tensor],
-    prediction: str,
+    prediction: str | None,
     x: Tensor,
     table: NoiseSchedule,
     rows: Tensor,
 ) -> Tensor:
     """The network's raw x0 estimate for each image at its row of ``table`` (``rows``: one per
     image). A continuous process's grid calls ``net`` through its preconditioning; the DDPM
-    schedule passes x and the integer timestep as they are and converts the ``prediction``."""
+    schedule passes x and the integer timestep as they are and converts the ``prediction``
+    (its model's target; a continuous process's is fixed, so None there)."""
     t = table.timesteps.to(x.device)[rows]
     if table.precond is not None:
         return table.precond.x0(net, x, t)
@@ -202,7 +203,7 @@ class Sampler:
         schedule's), the network guided toward ``labels``."""
         rows = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
         net = lambda x_in, level: self.predict(model, x_in, level, labels)  # noqa: E731
-        prediction = getattr(model, "prediction", "eps")
+        prediction = model.prediction if table.precond is None else None  # DDPM's target
         return self.handle_x0(x0_estimate(net, prediction, x, table, rows))
 
     def handle_x0(self, x0: Tensor) -> Tensor:
