@@ -3,7 +3,8 @@
 # run $TEACHER (or reuses $OUT/student), then FID of $N samples at 1, 2 and 4 calls for the
 # student and, undistilled, for the teacher on the same trailing DDIM plans, the teacher's pair
 # solver (ode10) and the teacher's 1000-step ancestral baseline ($N_BASE samples). Every setting
-# starts from the same x_T, seeded apart from the training pairs' noise (--seed 100000).
+# starts from the same x_T, seeded apart from the training pairs' noise (--seed 100000); the
+# ratios to 1000 steps compare the first $N_BASE images of each setting with the baseline's.
 #   TEACHER=outputs/formulations/flow_logit_normal bash experiments/few_calls/distill.sh [OUT]
 # One thread unless OMP_NUM_THREADS says otherwise; images are kept under $OUT and reused.
 set -euo pipefail
@@ -19,14 +20,20 @@ if [[ ! -f "$OUT/student/summary.json" ]]; then
     trainer.batch_size="${BATCH:-64}" trainer.max_steps="${STEPS:-1500}" logger=none \
     hydra.run.dir="$OUT/student" > "$OUT/distill.log" 2>&1
 fi
-measure() {  # measure CHECKPOINT NAME COUNT SETTING...
-  local ckpt=$1 name=$2 count=$3; shift 3
+measure() {  # measure CHECKPOINT NAME COUNT "EXTRA ARGS" SETTING...
+  local ckpt=$1 name=$2 count=$3 extra=$4; shift 4
+  # shellcheck disable=SC2086  # EXTRA is a list of arguments
   PYTHONPATH=. python experiments/sampler_quality/measure.py --checkpoint "$ckpt" \
     --count "$count" --batch 100 --seed 100000 --store "$OUT/images_$name" \
     --out "$OUT/results_$name.jsonl" --data-root "${DDPM_DATA_ROOT:-../shared/data}" \
-    --settings "$@"
+    $extra --settings "$@"
 }
 CALLS=("distilled:steps=1" "distilled:steps=2" "distilled:steps=4")
-measure "$OUT/student/checkpoints/last.pt" student "$N" "${CALLS[@]}"
-measure "$TEACHER/checkpoints/last.pt" teacher "$N" "${CALLS[@]}" "ode10"
-[[ ${SKIP_BASE:-0} == 1 ]] || measure "$TEACHER/checkpoints/last.pt" teacher "$N_BASE" "ddpm:steps=None"
+STUDENT=$OUT/student/checkpoints/last.pt TEACHER_CKPT=$TEACHER/checkpoints/last.pt
+measure "$STUDENT" student "$N" "" "${CALLS[@]}"
+measure "$TEACHER_CKPT" teacher "$N" "" "${CALLS[@]}" "ode10"
+[[ ${SKIP_BASE:-0} == 1 ]] && exit 0
+measure "$TEACHER_CKPT" teacher "$N_BASE" "" "ddpm:steps=None"
+# the same settings scored on their first $N_BASE images (the baseline's x_T) for the ratios
+measure "$STUDENT" student "$N_BASE" "--subset-of $N" "${CALLS[@]}"
+measure "$TEACHER_CKPT" teacher "$N_BASE" "--subset-of $N" "${CALLS[@]}" "ode10"
