@@ -50,7 +50,7 @@ def table(rows: list[dict]) -> str:
         ratio = f"{r['fid'] / base[r['count']]:.2f}x" if r["count"] in base else ""
         lines.append(
             f"| {label(r)} | {r['nfe']} | {r['count']} | {r['fid']:.1f} | {r['kid']:.1f} "
-            f"| {ratio} | {r['images_per_s']:.0f} |"
+            f"| {ratio} | {r['images_per_s']:.3g} |"
         )
     return "\n".join(lines)
 
