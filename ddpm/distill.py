@@ -28,13 +28,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.configs.presets import build
-from ddpm.configs.run_config import Parts, build_process
+from ddpm.configs.run_config import Parts, build_optimizer
+from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError, fail, is_int, require
 from ddpm.evaluate.cache import evaluator_for
 from ddpm.frontend.cli import hydra_command, sampler_choice
 from ddpm.hardware import distributed
-from ddpm.hardware.devices import pick_device
-from ddpm.processes import DDPMProcess
 from ddpm.run import is_fresh, remove_run_dir, train_run
 from ddpm.runs import checkpoint as ckpt
 from ddpm.runs.load import data_root, load_for_sampling
@@ -68,7 +67,9 @@ def check_settings(cfg: DictConfig) -> list[int]:
     return sorted(calls)
 
 
-def student_config(cfg: DictConfig, teacher: DictConfig, calls: list[int]) -> DictConfig:
+def student_config(
+    cfg: DictConfig, teacher: DictConfig, grid: NoiseSchedule, calls: list[int]
+) -> DictConfig:
     """The teacher's run config with the student's sampler, optimizer, trainer, logger and
     device: what the student's checkpoints record, so it reloads like any run. A DDPM eps
     teacher gets a v student: an eps network's x0 estimate divides by sqrt(alpha_bar), about
@@ -79,7 +80,7 @@ def student_config(cfg: DictConfig, teacher: DictConfig, calls: list[int]) -> Di
     node["sampler"] = {**OmegaConf.to_container(cfg.student, resolve=True), "steps": calls[0]}
     node["device"], node["experiment_name"] = cfg.device, "distill"
     node["dataset"]["root"] = data_root(teacher, None)  # where evaluations find the data now
-    if isinstance(build_process(teacher), DDPMProcess) and node["model"]["prediction"] == "eps":
+    if grid.precond is None and node["model"]["prediction"] == "eps":  # a DDPM grid
         node["model"]["prediction"] = "v"
     return OmegaConf.create(node)
 
@@ -119,13 +120,12 @@ def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> di
     job = load_for_sampling(cfg)  # the teacher, with the pairs' solver
     if job.sampler.stochastic:
         fail("sampler", teacher_name, "stochastic; the pairs need a deterministic solver")
-    device = pick_device(cfg.device)
-    config = student_config(cfg, job.config, calls)
+    device, grid = job.device, job.schedule  # the teacher's process grid, the student's too
+    config = student_config(cfg, job.config, grid, calls)
     settings = build(config.trainer)
     ckpt.resume_path(settings.resume, run_dir)  # a bad trainer.resume, before any work
     every = settings.eval_every
     evaluator = evaluator_for(config.dataset, "trainer.eval_every", every) if every else None
-    grid = build_process(config).to(device).grid
     plans = student_plans(config, grid, calls)
     student = copy.deepcopy(job.model).to(device).train()  # the teacher's weights to start
     student.prediction = config.model.prediction
@@ -134,13 +134,11 @@ def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> di
         model=student,
         schedule=grid,
         sampler=build(config.sampler, schedule=grid),
-        optimizer=build(config.optimizer)(student.parameters()),
+        optimizer=build_optimizer(config.optimizer, student, settings),
         dataset=None,  # the pairs are the data
         logger=build(config.logger, _partial_=True),
         process=ReflowLoss(grid, plans, student.prediction),
     )
-    for group in parts.optimizer.param_groups:
-        group["lr"] *= settings.lr_factor()
 
     about = {
         "teacher": str(job.checkpoint.resolve()),

@@ -118,6 +118,15 @@ def build_process(cfg: DictConfig) -> Any:
     return build(node)
 
 
+def build_optimizer(node: DictConfig, model: torch.nn.Module, settings: Any) -> Any:
+    """The optimizer group over ``model``'s parameters, its lr scaled for the batch size by
+    ``trainer.lr_batch_rule`` (``settings``: the built TrainerSettings)."""
+    optimizer = build(node)(model.parameters())
+    for group in optimizer.param_groups:
+        group["lr"] *= settings.lr_factor()
+    return optimizer
+
+
 def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
     """Builds every group (the model seeded by ``trainer.seed``, on ``device``); any bad key
     or value raises UserError before anything is read or written."""
@@ -130,9 +139,7 @@ def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
     process.check_model(model)
     schedule = process.grid
     sampler = build(cfg.sampler, schedule=schedule)
-    optimizer = build(cfg.optimizer)(model.parameters())
-    for group in optimizer.param_groups:  # trainer.lr_batch_rule: lr for this batch size
-        group["lr"] *= settings.lr_factor()
+    optimizer = build_optimizer(cfg.optimizer, model, settings)
     dataset = build(cfg.dataset)
     logger = build(cfg.logger, _partial_=True)
     return Parts(settings, model, schedule, sampler, optimizer, dataset, logger, process)
