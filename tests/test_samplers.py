@@ -778,9 +778,9 @@ def test_the_unipc_corrector_raises_the_order_of_a_first_order_step():
 def test_the_few_call_presets_keep_their_budget_and_ode10_is_deterministic(
     option, budget, deterministic, schedule
 ):
-    """ode10 draws the exact oracle's std within 15% (measured: +0.3%, -4.8%, -10.5%); the
-    stochastic presets start on the leading plan (x_T taken as x_900 at 10 calls), which on
-    Gaussian data keeps the mean but loses std (measured -28% to -73%): the trade their FID on
+    """ode10 draws the exact oracle's std within 15% (measured: -4.8%, -8.2%, -12.4%); the
+    stochastic presets end on the trailing plan's x0 estimate, a posterior mean, which on
+    Gaussian data keeps the mean but loses std (measured -34% to -74%): the trade their FID on
     MNIST is bought with, stated in the yaml."""
     sch = preset("schedule", schedule, timesteps=1000)
     sampler = preset("sampler", option, schedule=sch)

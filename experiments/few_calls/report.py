@@ -1,9 +1,12 @@
 """Table, FID-vs-calls plot and grids from ``results.jsonl`` (written by measure.sh).
 
     python experiments/few_calls/report.py [--store /tmp/few_calls] [--baseline 55.3]
+    python experiments/few_calls/report.py --results experiments/few_calls/results_flow.jsonl \
+        --name flow --store <distill.sh teacher images>/ema --grid ...
 
-The baseline is 1000-step ancestral sampling of the same weights on the same 500 x_T
-(experiments/sampler_quality: FID 55.3).
+The baseline is 1000-step ancestral sampling of the same weights on the same 500 x_T: the
+results' own ``ddpm`` 1000-call row when they hold one (flow.sh measures it), else
+``--baseline`` (experiments/sampler_quality: FID 55.3 for the shared checkpoint).
 """
 
 from __future__ import annotations
@@ -29,11 +32,16 @@ def plan_of(row: dict) -> str:
     return row.get("spacing", "linspace")
 
 
+def name_of(row: dict) -> str:
+    """The sampler, and the model when it is not the checkpoint itself (a distilled student)."""
+    return row["sampler"] + (f" [{row['model']}]" if "model" in row else "")
+
+
 def load(path: Path) -> list[dict]:
     rows = {}
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        rows[(r["sampler"], plan_of(r), r["nfe"], r["count"])] = r  # a rerun replaces
+        rows[(name_of(r), plan_of(r), r["nfe"], r["count"])] = r  # a rerun replaces
     return list(rows.values())
 
 
@@ -42,7 +50,7 @@ def table(rows: list[dict], baseline: float) -> str:
     budgets = sorted({r["nfe"] for r in rows})
     cells: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
     for r in rows:
-        cells[(r["sampler"], plan_of(r))][r["nfe"]] = f"{r['fid']:.1f} ({r['fid'] / baseline:.2f}x)"
+        cells[(name_of(r), plan_of(r))][r["nfe"]] = f"{r['fid']:.1f} ({r['fid'] / baseline:.2f}x)"
     head = "| sampler | plan | " + " | ".join(f"{n} calls" for n in budgets) + " |"
     lines = [head, "|---|---|" + "---|" * len(budgets)]
     for (sampler, plan), by in sorted(cells.items()):
@@ -55,9 +63,11 @@ def plot(rows: list[dict], baseline: float, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     groups: dict[str, dict[int, float]] = defaultdict(dict)
     for r in rows:
+        if r["nfe"] == 1000:
+            continue  # the baseline: the dashed line
         family = "SDE" if r["sampler"] in ("dpm_solver_pp_sde", "ddpm") else "ODE"
         kind = "fitted plan" if "plan" in r else "best fixed plan"
-        by = groups[f"{family}, {kind}"]
+        by = groups["distilled student" if "model" in r else f"{family}, {kind}"]
         by[r["nfe"]] = min(by.get(r["nfe"], float("inf")), r["fid"])
     for label, by in sorted(groups.items()):
         xs = sorted(by)
@@ -93,14 +103,18 @@ def main() -> None:
     p.add_argument("--baseline", type=float, default=55.3)
     p.add_argument("--store", default="/tmp/few_calls/ema")
     p.add_argument("--grid", nargs="*", default=[], help="title=file.pt under --store")
+    p.add_argument("--name", default="", help="suffix of the outputs: table_<name>.md, ...")
     args = p.parse_args()
     rows = load(Path(args.results))
-    (HERE / "table.md").write_text(table(rows, args.baseline) + "\n")
-    plot(rows, args.baseline, HERE / "fid_vs_nfe.png")
+    base = [r["fid"] for r in rows if r["sampler"] == "ddpm" and r["nfe"] == 1000]
+    baseline = base[-1] if base else args.baseline
+    end = f"_{args.name}" if args.name else ""
+    (HERE / f"table{end}.md").write_text(table(rows, baseline) + "\n")
+    plot(rows, baseline, HERE / f"fid_vs_nfe{end}.png")
     if args.grid:
         picks = [(t, Path(args.store) / f) for t, _, f in (g.partition("=") for g in args.grid)]
-        grids(picks, HERE / "grids.png")
-    print(table(rows, args.baseline))
+        grids(picks, HERE / f"grids{end}.png")
+    print(table(rows, baseline))
 
 
 if __name__ == "__main__":
