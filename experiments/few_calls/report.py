@@ -37,6 +37,11 @@ def name_of(row: dict) -> str:
     return row["sampler"] + (f" [{row['model']}]" if "model" in row else "")
 
 
+def is_baseline(row: dict) -> bool:
+    """The 1000-step ancestral row: every ratio's denominator, drawn as the dashed line."""
+    return row["sampler"] == "ddpm" and row["nfe"] == 1000
+
+
 def load(path: Path) -> list[dict]:
     rows = {}
     for line in path.read_text().splitlines():
@@ -63,8 +68,8 @@ def plot(rows: list[dict], baseline: float, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     groups: dict[str, dict[int, float]] = defaultdict(dict)
     for r in rows:
-        if r["nfe"] == 1000:
-            continue  # the baseline: the dashed line
+        if is_baseline(r):
+            continue
         family = "SDE" if r["sampler"] in ("dpm_solver_pp_sde", "ddpm") else "ODE"
         kind = "fitted plan" if "plan" in r else "best fixed plan"
         by = groups["distilled student" if "model" in r else f"{family}, {kind}"]
@@ -106,7 +111,7 @@ def main() -> None:
     p.add_argument("--name", default="", help="suffix of the outputs: table_<name>.md, ...")
     args = p.parse_args()
     rows = load(Path(args.results))
-    base = [r["fid"] for r in rows if r["sampler"] == "ddpm" and r["nfe"] == 1000]
+    base = [r["fid"] for r in rows if is_baseline(r)]
     baseline = base[-1] if base else args.baseline
     end = f"_{args.name}" if args.name else ""
     (HERE / f"table{end}.md").write_text(table(rows, baseline) + "\n")
