@@ -29,6 +29,7 @@ from ddpm.frontend.cli import hydra_command, in_sweep
 from ddpm.hardware import distributed
 from ddpm.hardware.devices import pick_device
 from ddpm.runs import checkpoint
+from ddpm.runs.same_run import check_same_run, stored_record
 from ddpm.runs.tracking import SilentTracker
 from ddpm.training.loop import Interrupted, train
 from ddpm.training.outputs import RunOutputs
@@ -115,6 +116,8 @@ def train_run(
     start_path = checkpoint.resume_path(settings.resume, run_dir)
     if start_path is not None:
         start = checkpoint.load(start_path)
+        if settings.resume == "auto":  # the folder's own run: only when it is this job's
+            check_same_run(start.get("config", {}), config, run_dir)
         state.load_state_dict(start, start_path)
         resumed = {"resume_step": start["step"], "resume_id": checkpoint.run_id(start)}
         log.info("resumed at step %d (epoch %d) from %s", state.step, state.epoch, start_path)
@@ -216,12 +219,16 @@ def finished(run_dir: Path) -> dict[str, Any] | None:
 def main(cfg: DictConfig) -> float:
     """One training run in Hydra's run dir.
 
-    In a sweep, a job whose folder already holds a finished run is skipped, and every other
-    job resumes from its own ``checkpoints/last.pt`` (``trainer.resume=auto``): the same
-    sweep command with ``hydra.sweep.dir=<its folder>`` continues a killed sweep.
+    In a sweep, a job whose folder already holds a finished run of its config is skipped, and
+    every other job resumes from its own ``checkpoints/last.pt`` (``trainer.resume=auto``): the
+    same sweep command with ``hydra.sweep.dir=<its folder>`` continues a killed sweep. A folder
+    holding a run of another config is refused (:mod:`ddpm.runs.same_run`), never reused.
     """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if in_sweep() and (done := finished(run_dir)) is not None:
+        stored = stored_record(run_dir)
+        job = OmegaConf.to_container(cfg, resolve=True)
+        check_same_run(stored if stored is not None else {}, job, run_dir)
         log.info("already finished, skipped: %s", run_dir)
         return objective(cfg, done)
     fresh = is_fresh(run_dir)

@@ -10,6 +10,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ddpm.runs.same_run import ForeignRunDir
+
 log = logging.getLogger("ddpm")
 
 
@@ -27,8 +29,9 @@ class ReportFailures(Callback):
             (run_dir / "FAILED").unlink(missing_ok=True)  # a resumed sweep reran it
             return
         err = job_return._return_value  # the exception (return_value would raise it)
+        foreign = isinstance(err, ForeignRunDir)  # the folder holds another job's run
         message = f"{type(err).__name__}: {err}".splitlines()[0]
         overrides = " ".join(job_return.overrides or [])
         log.error("job #%s (%s) failed: %s", config.hydra.job.num, overrides, message)
-        if run_dir.is_dir():
+        if run_dir.is_dir() and not foreign:
             (run_dir / "FAILED").write_text(message + "\n")

@@ -23,6 +23,17 @@ from ddpm.errors import UserError
 Task = Callable[[DictConfig], Any]
 
 
+def job_folder(*parts: str) -> str:
+    """``${job_folder:a,b,...}``: the non-empty parts joined by commas, a ``/`` inside a value
+    made ``_`` (one folder, not a tree). A sweep subdir made of a preset's name and
+    ``hydra.job.override_dirname`` gives every swept key its own folder and keeps the bare
+    name when nothing else is set (conf/experiment/formulations.yaml)."""
+    return ",".join(str(p).replace("/", "_") for p in parts if str(p))
+
+
+OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
+
+
 def in_sweep() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
