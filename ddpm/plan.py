@@ -10,11 +10,9 @@ Use it with any command that samples: ``sampler=ipndm sampler.plan=<that file>``
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.configs.presets import build
@@ -22,7 +20,7 @@ from ddpm.diffusion.plans import write_plan
 from ddpm.errors import fail, is_int, require
 from ddpm.frontend.cli import hydra_command, sampler_choice
 from ddpm.runs.load import load_for_sampling, output_dir
-from ddpm.samplers import plan_search as search
+from ddpm.samplers import auto_plan
 from ddpm.samplers.base import Sampler
 
 log = logging.getLogger("ddpm")
@@ -68,25 +66,18 @@ def plan(cfg: DictConfig, name: str = "sampler") -> dict[str, Any]:
     )
     out = Path(cfg.out).expanduser() if cfg.out else default.with_name(default.name + ".json")
 
-    model = job.model
-    shape = (model.in_channels, model.image_size, model.image_size)
-    gen = torch.Generator(job.device).manual_seed(cfg.seed)
-    x_T = torch.randn((cfg.num + cfg.num_check, *shape), generator=gen, device=job.device)
-    start = time.perf_counter()
-    teacher = search.reference_sampler(job.schedule, steps, sampler)
-    fit = search.reference(model, teacher, x_T[: cfg.num])
-    held = search.reference(model, teacher, x_T[cfg.num :])
-    cost, end = search.jump_costs(fit, job.schedule)
-    path = search.best_path(cost, end, len(sampler.table))
-    path, _ = search.refine(model, sampler, fit, path, cfg.refine)
-    timesteps = sorted(fit.timesteps[k] for k in path)
-    took = time.perf_counter() - start
-
-    tried = {"fitted": timesteps, **search.fixed_plans(sampler, len(sampler.table))}
-    errors = {
-        plan: search.plan_error(model, sampler.on_plan(rows), held.states[0], held.images)
-        for plan, rows in tried.items()
-    }
+    found = auto_plan.fit(
+        job.model,
+        sampler,
+        num=cfg.num,
+        num_check=cfg.num_check,
+        reference_steps=steps,
+        refine=cfg.refine,
+        seed=cfg.seed,
+        device=job.device,
+        progress=True,
+    )
+    timesteps, errors, took = found.timesteps, found.errors, found.seconds
     about = {
         "sampler": name,
         "nfe": cfg.nfe,

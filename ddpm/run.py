@@ -22,10 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.configs.run_config import Parts, build_parts, check_top_level
+from ddpm.configs.unread import check_named, without_unread
 from ddpm.data import ImageDataset
 from ddpm.errors import UserError, require
 from ddpm.evaluate.cache import evaluator_for, load_evaluator
-from ddpm.frontend.cli import hydra_command, in_sweep
+from ddpm.frontend.cli import hydra_command, in_sweep, sampler_choice
 from ddpm.hardware import distributed
 from ddpm.hardware.devices import pick_device
 from ddpm.runs import checkpoint
@@ -46,6 +47,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     rank 0 writes.
     """
     check_top_level(cfg)
+    cfg = without_unread(cfg)
     device = pick_device(cfg.device)
     ranks = distributed.setup(device)
     try:
@@ -121,7 +123,7 @@ def train_run(
         state.load_state_dict(start, start_path)
         resumed = {"resume_step": start["step"], "resume_id": checkpoint.run_id(start)}
         log.info("resumed at step %d (epoch %d) from %s", state.step, state.epoch, start_path)
-    log_plan(settings, parts, len(data), run_dir)
+    log_plan(cfg, settings, parts, len(data), run_dir)
     open_tracker = parts.logger if ranks.main else SilentTracker
     with open_tracker(run_dir=run_dir, run_config=config, **resumed) as tracker:
         quality = None
@@ -137,23 +139,46 @@ def train_run(
         return train(settings, state, parts.process, data, out, device, ranks)
 
 
-def log_plan(settings: Any, parts: Parts, num_images: int, run_dir: Path) -> None:
-    """What the run is about to do, before it does it."""
+def log_plan(cfg: DictConfig, settings: Any, parts: Parts, num_images: int, run_dir: Path) -> None:
+    """What the run is about to do, before it does it: what trains, on which network, how it
+    will be sampled, and for how long."""
     steps = settings.total_steps(num_images)
     per_epoch = math.ceil(num_images / settings.batch_size)
     budget = f", stopping after {settings.max_minutes:g} min" if settings.max_minutes else ""
     n_params = sum(p.numel() for p in parts.model.parameters())
     log.info(
-        "plan: %d steps (%.1f epochs of %d images, batch %d)%s; %s, %s parameters; run dir %s",
+        "plan: %s; %s, %s parameters; sampler %s; %d steps (%.1f epochs of %d images, "
+        "batch %d)%s; run dir %s",
+        what_trains(cfg, parts),
+        type(parts.model).__name__,
+        f"{n_params:,}",
+        sampler_line(parts.sampler),
         steps,
         steps / per_epoch,
         num_images,
         settings.batch_size,
         budget,
-        type(parts.model).__name__,
-        f"{n_params:,}",
         run_dir,
     )
+
+
+def what_trains(cfg: DictConfig, parts: Parts) -> str:
+    """``process ddpm (T=1000), linear schedule, eps target`` or ``process flow (...)``."""
+    process = parts.process
+    said = [f"process {process.describe()}"]
+    if "schedule" in process.reads:
+        said.append(f"{cfg.schedule._target_.rsplit('.', 1)[-1]} schedule")
+    if "model.prediction" in process.reads:
+        said.append(f"{parts.model.prediction} target")
+    return ", ".join(said)
+
+
+def sampler_line(sampler: Any) -> str:
+    """``dpm_solver_pp_sde, 50 calls on the logsnr plan`` (the sampler group's option)."""
+    calls = "adaptive calls" if sampler.nfe is None else f"{sampler.nfe:g} calls"
+    fixed = sampler.plan_file is None
+    plan = f"the {sampler.spacing} plan" if fixed else f"plan {sampler.plan_file}"
+    return f"{sampler_choice(type(sampler).__name__)}, {calls} on {plan}"
 
 
 def objective(cfg: DictConfig, summary: dict) -> float:
@@ -225,6 +250,9 @@ def main(cfg: DictConfig) -> float:
     holding a run of another config is refused (:mod:`ddpm.runs.same_run`), never reused.
     """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if in_sweep():  # a single run's command line was checked before Hydra ran
+        check_named(cfg, HydraConfig.get().overrides.task)
+    cfg = without_unread(cfg)
     if in_sweep() and (done := finished(run_dir)) is not None:
         stored = stored_record(run_dir)
         job = OmegaConf.to_container(cfg, resolve=True)

@@ -11,6 +11,7 @@ from conftest import SAMPLER_OPTIONS, fast_only, needs_mnist, run_module
 from ddpm.configs.presets import preset
 from ddpm.diffusion.objective import diffusion_loss, drop_labels
 from ddpm.models.unet import UNet
+from ddpm.samplers import auto_plan
 
 
 class CountingUNet(UNet):
@@ -72,12 +73,16 @@ def with_steps(option: str, steps: int) -> dict:
 
 
 @pytest.mark.parametrize("option", SAMPLER_OPTIONS)
-def test_every_sampler_draws_guided_labels_in_one_doubled_call_per_evaluation(option) -> None:
+def test_every_sampler_draws_guided_labels_in_one_doubled_call_per_evaluation(
+    option, tmp_path
+) -> None:
     model = CountingUNet().eval()
     schedule = preset("schedule", "linear", timesteps=20)
     sampler = preset(
         "sampler", option, schedule=schedule, guidance_scale=2.0, **with_steps(option, 3)
     )
+    sampler = auto_plan.resolve(sampler, model, tmp_path, "cpu", progress=False)  # plan: auto
+    model.calls.clear()  # the fit's own calls
     images, _ = sampler.sample(model, (4, 1, 28, 28), labels=torch.tensor([0, 1, 2, 3]))
     assert images.shape == (4, 1, 28, 28) and torch.isfinite(images).all()
     assert model.calls == [8] * len(model.calls) and len(model.calls) == sampler.nfe

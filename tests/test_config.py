@@ -124,7 +124,7 @@ def test_every_preset_and_option_is_valid(make_cfg):
         validate(make_cfg(option))
     for name in ["schedules", "lr", "model_size", "search", "cpu_budget"]:
         validate(make_cfg(f"+experiment={name}"))
-    for recipe in ["seed", "fast", "cpu"]:
+    for recipe in ["seed", "fast", "cpu", "flow"]:
         validate(make_cfg(f"recipe={recipe}"))
 
 
@@ -194,21 +194,20 @@ def test_naming_a_model_changes_the_model_and_nothing_else(make_cfg) -> None:
 
 
 def test_recipes_compose_to_their_settings(make_cfg) -> None:
-    cpu = make_cfg()  # the default recipe: rectified flow on the residual res_tiny net
+    cpu = make_cfg()  # the default recipe: DDPM (eps, cosine) on the residual res_tiny net
     assert cpu.model._target_.endswith("ResUNet") and list(cpu.model.channels) == [16, 32, 64]
-    assert cpu.model.dropout == 0
-    assert cpu.process._target_.endswith("FlowProcess")
-    assert (cpu.process.time_sampling, cpu.process.logit_mean, cpu.process.logit_std) == (
+    assert cpu.model.dropout == 0 and cpu.model.prediction == "eps"
+    assert cpu.process._target_.endswith("DDPMProcess") and cpu.schedule._target_.endswith("cosine")
+    assert (cpu.optimizer.lr, cpu.trainer.ema_decay, cpu.trainer.max_minutes) == (1e-3, 0.999, 30)
+    flow = make_cfg("recipe=flow")  # the same under rectified flow, SD3's logit-normal times
+    assert flow.process._target_.endswith("FlowProcess")
+    assert (flow.process.time_sampling, flow.process.logit_mean, flow.process.logit_std) == (
         "logit_normal",
         0.0,
         1.0,
     )
-    ddpm = make_cfg("process=ddpm")  # the DDPM recipe before it: cosine, the rest kept
-    assert ddpm.process._target_.endswith("DDPMProcess") and ddpm.schedule._target_.endswith(
-        "cosine"
-    )
-    assert list(ddpm.model.channels) == [16, 32, 64] and ddpm.optimizer.lr == 1e-3
-    assert (cpu.optimizer.lr, cpu.trainer.ema_decay, cpu.trainer.max_minutes) == (1e-3, 0.999, 30)
+    assert list(flow.model.channels) == [16, 32, 64] and flow.optimizer.lr == 1e-3
+    assert (flow.trainer.ema_decay, flow.trainer.max_minutes) == (0.999, 30)
     fast = make_cfg("recipe=fast")  # the same with the quarter-width seed net
     assert fast.model._target_.endswith(".UNet") and list(fast.model.channels) == [32, 64, 128]
     assert (fast.optimizer.lr, fast.trainer.ema_decay) == (1e-3, 0.999)

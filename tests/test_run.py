@@ -48,7 +48,7 @@ def test_a_short_small_run_leaves_every_file_and_learns(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     # Not a terminal: the plan first, one line per logged row instead of a bar, a summary last.
     log = res.stdout
-    assert "plan: 40 steps" in log and "757,505 parameters" in log
+    assert "; 40 steps" in log and "757,505 parameters" in log
     assert log.count("plan:") == 1  # once, also on a first start
     assert [ln.split("] - ")[1].split(":")[0] for ln in log.splitlines() if "] - step " in ln] == [
         "step 10/40 (epoch 0)",

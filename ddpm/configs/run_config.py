@@ -131,7 +131,8 @@ def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
     """Builds every group (the model seeded by ``trainer.seed``, on ``device``); any bad key
     or value raises UserError before anything is read or written."""
     for group in GROUPS:
-        check_keys(group, cfg[group])
+        if group in cfg or group != "schedule":  # no schedule: a process that reads none
+            check_keys(group, cfg[group])
     settings = build(cfg.trainer)
     torch.manual_seed(settings.seed)  # before building: initial weights depend on it
     model = build(cfg.model).to(device)
@@ -215,6 +216,10 @@ def check_command_line(
     except Exception as err:  # noqa: BLE001 - Hydra's composition errors, said in one line
         raise UserError(one_line(err)) from None
     check_seeds(cfg)
+    if "_target_" in (cfg.get("process") or {}):  # a training config: no key named in vain
+        from ddpm.configs.unread import check_named
+
+        check_named(cfg, job_args)
 
 
 def seeds(node: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -141,8 +141,8 @@ class DenoisingNet(nn.Module):
         """``labels``: class per image, ``null_label`` for none; None = all unconditional."""
         emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
         if self.num_classes is not None:
-            if labels is None:
-                labels = torch.full_like(t, self.null_label)
+            if labels is None:  # an index, long whatever the dtype of t (float for flow, EDM)
+                labels = torch.full(t.shape, self.null_label, dtype=torch.long, device=t.device)
             emb = emb + self.label_embedding(labels)
         elif labels is not None:
             raise ValueError("labels given to an unconditional model (model.num_classes=null)")

@@ -34,6 +34,9 @@ class Process:
 
     name: str
     grid: NoiseSchedule  # the process's noise levels as a VP table, noisiest last
+    # Config keys outside `process` that only some processes read (ddpm.configs.unread): a
+    # run refuses them on the command line under a process that does not list them.
+    reads: tuple[str, ...] = ()
 
     def loss(
         self,
@@ -50,6 +53,10 @@ class Process:
 
     def check_model(self, model: nn.Module) -> None:
         """Refuses a network this process cannot train (one line)."""
+
+    def describe(self) -> str:
+        """What trains, in the run's plan line (``flow (logit_normal times)``)."""
+        return self.name
 
     def to(self, device: torch.device | str) -> Process:
         self.grid.to(device)
@@ -139,7 +146,7 @@ class ContinuousProcess(Process):
         return snr.clamp(max=MIN_SNR_GAMMA) * c_out**2
 
     def check_model(self, model: nn.Module) -> None:
-        prediction = getattr(model, "prediction", "eps")
+        prediction = getattr(model, "prediction", "eps")  # the default, unless named
         require(
             prediction == "eps",
             "model.prediction",

@@ -19,9 +19,13 @@ class DDPMProcess(Process):
     """The schedule's process: training draws t ~ U{0..T-1}, the target is the model's."""
 
     name = "ddpm"
+    reads = ("schedule", "model.prediction")
 
     def __init__(self, schedule: NoiseSchedule) -> None:
         self.grid = schedule
+
+    def describe(self) -> str:
+        return f"ddpm (T={len(self.grid)})"
 
     def loss(
         self,

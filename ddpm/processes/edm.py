@@ -62,6 +62,10 @@ class EDMProcess(ContinuousProcess):
         self._log_min, self._log_max = math.log(sigma_min), math.log(sigma_max)
         super().__init__(levels)
 
+    def describe(self) -> str:
+        sd, m, s = self.sigma_data, self.p_mean, self.p_std
+        return f"edm (sigma_data {sd:g}, ln sigma ~ N({m:g}, {s:g}^2))"
+
     def alpha(self, t: Tensor) -> Tensor:
         return torch.ones_like(t)
 

@@ -55,6 +55,13 @@ class FlowProcess(ContinuousProcess):
         self.logit_mean, self.logit_std, self.shift = float(logit_mean), float(logit_std), shift
         super().__init__(levels)
 
+    def describe(self) -> str:
+        times = self.time_sampling
+        if times == "logit_normal":
+            times += f" {self.logit_mean:g}/{self.logit_std:g}"
+        shift = f", shift {self.shift:g}" if self.shift != 1 else ""
+        return f"flow ({times} times{shift}, velocity target)"
+
     def alpha(self, t: Tensor) -> Tensor:
         return 1.0 - t
 

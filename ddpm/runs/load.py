@@ -22,6 +22,7 @@ from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import UserError, fail, require
 from ddpm.hardware.devices import pick_device
 from ddpm.runs import checkpoint as ckpt
+from ddpm.samplers import auto_plan
 from ddpm.samplers.base import Sampler
 
 
@@ -90,13 +91,17 @@ def output_dir(
     """
     if out_dir is not None:
         return Path(out_dir).expanduser()
-    if run_dir is not None:
-        root = Path(run_dir).expanduser()
-    else:
-        parent = checkpoint.parent
-        root = parent.parent if parent.name == "checkpoints" else parent
+    root = run_folder(run_dir, checkpoint)
     suffix = "" if checkpoint.name == "last.pt" else f"_{checkpoint.stem}"
     return root / kind / f"{name}{suffix}"
+
+
+def run_folder(run_dir: str | Path | None, checkpoint: Path) -> Path:
+    """The run a checkpoint belongs to: ``run_dir``, or the folder above its ``checkpoints/``."""
+    if run_dir is not None:
+        return Path(run_dir).expanduser()
+    parent = checkpoint.parent
+    return parent.parent if parent.name == "checkpoints" else parent
 
 
 @dataclass
@@ -135,6 +140,8 @@ def load_for_sampling(cfg: DictConfig) -> SamplingJob:
     require(isinstance(use_ema, bool), "ema", use_ema, "true (the run's EMA weights) or false")
     run_cfg, model, schedule, step, run_id = _rebuild(path, device, use_ema)
     sampler = build(cfg.sampler, schedule=schedule)
+    # sampler.plan=auto: fitted to these weights on first use, cached beside the run's plans
+    sampler = auto_plan.resolve(sampler, model, run_folder(cfg.run_dir, path) / "plans", device)
     return SamplingJob(run_cfg, model, schedule, sampler, path, device, step, run_id, use_ema)
 
 

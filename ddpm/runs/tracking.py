@@ -218,7 +218,11 @@ class WandbTracker(Tracker):
             group = f"{experiment}-{job.sweep_dir.name}" if experiment else job.sweep_dir.name
         if name is None and job is not None:
             name = job.run_name()
-        auto_tags = [f"{g}:{job.choices[g]}" for g in TAGGED_GROUPS if job and g in job.choices]
+        auto_tags = [  # a group the run does not read (a flow run's schedule) is no tag
+            f"{g}:{job.choices[g]}"
+            for g in TAGGED_GROUPS
+            if job and g in job.choices and (g in self.run_config or not self.run_config)
+        ]
         if mode == "auto":
             mode = "online" if has_wandb_credentials() else "offline"
         init = dict(

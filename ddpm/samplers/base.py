@@ -27,7 +27,9 @@ from ddpm.diffusion.plans import (
     timestep_plan,
 )
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import is_number, require
+from ddpm.errors import UserError, is_number, require
+
+AUTO = "auto"  # sampler.plan=auto: a plan fitted to the sampling network (ddpm.samplers.auto_plan)
 
 
 def x0_estimate(
@@ -76,10 +78,12 @@ class Sampler:
         dynamic_threshold: float | None,
         guidance_scale: float,
     ) -> None:
-        # a fitted plan file: its timesteps, which then set the number of rows
-        self.planned = None if plan is None else read_plan(plan, schedule)
+        # a fitted plan file: its timesteps, which then set the number of rows; ``auto``: the
+        # plan is fitted for ``steps`` rows once the network is known (auto_plan.resolve)
+        self.planned = None if plan in (None, AUTO) else read_plan(plan, schedule)
         self.plan_file = plan
-        self.steps = check_steps(steps, len(schedule)) if plan is None else len(self.planned)
+        fixed = self.planned is None
+        self.steps = check_steps(steps, len(schedule)) if fixed else len(self.planned)
         self.spacing = check_spacing(spacing)
         require(isinstance(clip_x0, bool), "sampler.clip_x0", clip_x0, "true or false")
         require(
@@ -248,6 +252,11 @@ class Sampler:
 
         ``record`` holds original timesteps; each is matched to the nearest visited one.
         """
+        if self.plan_file == AUTO and self.planned is None:
+            raise UserError(
+                "sampler.plan='auto': the plan is fitted to a trained network; sample through "
+                "a command (ddpm.sample, ddpm.evaluate, a run's grids), or give a plan file"
+            )
         self.to(device)
         self.reset()
         x = (

@@ -13,6 +13,7 @@ import torch
 
 from ddpm.runs import checkpoint, viz
 from ddpm.runs.tracking import Tracker
+from ddpm.samplers import auto_plan
 from ddpm.samplers.base import Sampler
 from ddpm.samplers.generate import balanced_labels, generate, label_rows, sample_images
 from ddpm.training.settings import TrainerSettings
@@ -104,6 +105,11 @@ class RunOutputs:
         self.tracker.log_checkpoint(path, step)
         return path
 
+    def sampler_for(self, model: torch.nn.Module) -> Sampler:
+        """The run's sampler for these weights (``sampler.plan=auto``: on the plan fitted to
+        them, cached in ``<run>/plans/``)."""
+        return auto_plan.resolve(self.sampler, model, self.run_dir / "plans", self.device)
+
     def grid(self, record: list[int] | None = None) -> dict[int, torch.Tensor]:
         """``num_samples`` images; a conditional run draws a 10x10 grid, one row per class."""
         model, step = self.state.shown, self.state.step
@@ -111,7 +117,13 @@ class RunOutputs:
         rows = label_rows(classes, 10) if classes is not None else None
         num = self.settings.num_samples if rows is None else len(rows)
         samples, trajectory = generate(
-            model, self.sampler, num, self.settings.seed, self.device, record, labels=rows
+            model,
+            self.sampler_for(model),
+            num,
+            self.settings.seed,
+            self.device,
+            record,
+            labels=rows,
         )
         path = viz.save_grid(
             samples,
@@ -144,7 +156,9 @@ class RunOutputs:
         evaluator, reference = self.quality
         model, seed, num = self.state.shown, self.settings.seed, self.settings.eval_samples
         labels = balanced_labels(model, num)
-        images = sample_images(model, self.sampler, num, 500, seed + 1, self.device, labels=labels)
+        images = sample_images(
+            model, self.sampler_for(model), num, 500, seed + 1, self.device, labels=labels
+        )
         metrics = evaluate_images(images, evaluator, reference, seed=seed, labels=labels)
         keys = (*QUALITY_KEYS, "label_accuracy") if labels is not None else QUALITY_KEYS
         result = {k: float(metrics[k]) for k in keys}

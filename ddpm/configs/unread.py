@@ -1,0 +1,72 @@
+"""Keys that only some processes read: what a run does with them under the others.
+
+The ``schedule`` group and ``model.prediction`` are DDPM's (``DDPMProcess.reads``); a flow or
+EDM run never reads them. So a run refuses them when the command line names them under such
+a process (one line that says which process reads them), and drops the ``schedule`` node a
+recipe composed from the config it records and logs, so what a run records is what it ran.
+``model.prediction`` stays: the network is built with it, and a continuous process checks it
+is the default (``eps``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ddpm.configs.presets import CONF_DIR
+from ddpm.errors import fail
+
+DROPPED = ("schedule",)  # groups removed from a run's config under a process that ignores them
+
+
+@functools.cache
+def readers() -> dict[str, tuple[str, ...]]:
+    """Each key some process reads -> the ``process=`` options that read it (conf/process/)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((CONF_DIR / "process").glob("*.yaml")):
+        target = get_object(OmegaConf.load(path)._target_)
+        for key in getattr(target, "reads", ()):
+            found.setdefault(key, []).append(path.stem)
+    return {key: tuple(options) for key, options in found.items()}
+
+
+def process_option(cfg: DictConfig) -> tuple[str, tuple[str, ...]]:
+    """The run's process name and the keys it reads (a config without ``process``, an old
+    checkpoint's, is a DDPM run)."""
+    node = cfg.get("process")
+    target = get_object(node._target_ if node is not None else "ddpm.processes.DDPMProcess")
+    return target.name, tuple(getattr(target, "reads", ()))
+
+
+def unread(cfg: DictConfig) -> list[str]:
+    """The keys some process reads and this run's process does not."""
+    _, reads = process_option(cfg)
+    return [key for key in readers() if key not in reads]
+
+
+def check_named(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Refuses a command-line override (``schedule=cosine``, ``schedule.timesteps=-5``,
+    ``model.prediction=x0``) of a key the run's process does not read."""
+    name, _ = process_option(cfg)
+    skipped = unread(cfg)
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        for other in skipped:
+            if key == other or key.startswith(other + "."):
+                by = ", ".join(f"process={p}" for p in readers()[other])
+                fail(key, value, f"read by {by} only; this run trains process={name} (drop it)")
+
+
+def without_unread(cfg: DictConfig) -> DictConfig:
+    """``cfg`` less the groups its process never reads (a copy; ``cfg`` when none)."""
+    gone = [key for key in unread(cfg) if key in DROPPED and key in cfg]
+    if not gone:
+        return cfg
+    out = cfg.copy()
+    with open_dict(out):
+        for key in gone:
+            del out[key]
+    return out
