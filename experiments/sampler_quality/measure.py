@@ -22,6 +22,7 @@ import torch
 
 from ddpm.configs.presets import preset
 from ddpm.runs.load import load_trained
+from ddpm.samplers import auto_plan
 
 CHECKPOINT = "/work/shared/checkpoints/small-cosine-ema-22ep.pt"
 
@@ -106,6 +107,8 @@ def main() -> None:
     for text in args.settings:
         name, kwargs = parse_setting(text)
         sampler = preset("sampler", name, schedule=schedule, **kwargs)
+        # a preset's plan=auto: fitted to these weights once, cached beside the images
+        sampler = auto_plan.resolve(sampler, model, Path(args.store) / "plans", args.device)
         tag = tag_of(name, kwargs)
         on = "" if args.device == "cpu" else f"_{args.device}"
         path = store / f"{tag}_n{args.subset_of or args.count}_s{args.seed}{on}.pt"
