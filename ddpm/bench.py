@@ -9,7 +9,9 @@ per digit of the configured fast sampler against 1000-step ancestral sampling. R
 alternate reference and ours, so load from other processes hits both alike; the ratio is
 the number to read. Variants (``bench.variants``): the loop's own step in fp32 eager, bf16,
 compiled and graphed (CUDA graphs through ``torch.compile(mode="reduce-overhead")``), each
-with images/s, seconds per epoch and achieved TFLOP/s from the model's FLOPs per image.
+with images/s, seconds per epoch and achieved TFLOP/s from the model's FLOPs per image; and
+sampling's network calls (forward only) per call batch and memory layout, as GFLOP/s against
+that fp32 step's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ddpm.errors import UserError, plain, require
 from ddpm.frontend.cli import hydra_command
 from ddpm.hardware.devices import pick_device
 from ddpm.models.flops import flops_per_image
+from ddpm.samplers.base import network_call
 from ddpm.samplers.generate import generate
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState
@@ -92,7 +95,8 @@ def make_step(
 
 # Each variant: the trainer settings it changes from the configured ones.
 VARIANTS: dict[str, dict[str, object]] = {
-    "fp32": {"precision": "fp32", "compile": False},
+    "fp32": {"precision": "fp32", "compile": False, "channels_last": False},
+    "channels_last": {"precision": "fp32", "compile": False, "channels_last": True},
     "bf16": {"precision": "bf16", "compile": False},
     "compiled": {"precision": "fp32", "compile": True},
     "bf16_compiled": {"precision": "bf16", "compile": True},
@@ -144,6 +148,59 @@ def variant_table(
         )
         rows.append(row)
         log.info("%s: %.1f img/s", name, rate)
+    return rows
+
+
+def forward_rate(model: torch.nn.Module, x: torch.Tensor, calls: int) -> float:
+    """Images per second of ``calls`` sampling calls (inference mode) through
+    :func:`~ddpm.samplers.base.network_call` on the batch ``x``, after one untimed call."""
+    t = torch.full((len(x),), 500, device=x.device)
+    with torch.inference_mode():
+        network_call(model, x, t)
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = network_call(model, x, t)
+        out.sum().item()  # queued GPU work inside the timing
+    return len(x) * calls / (time.perf_counter() - start)
+
+
+def sampling_table(
+    cfg: DictConfig, model: torch.nn.Module, device: torch.device, train_gflops: float
+) -> list[dict[str, object]]:
+    """Sampling's network calls, forward only, per ``bench.call_batches`` entry (images in one
+    sampler step) in both memory layouts: GFLOP/s from the model's forward FLOPs and the
+    ratio to the training step's (``train_gflops``, the fp32 variant's), side by side in one
+    process. A batch larger than a CPU's slice runs as slices (network_call), as sampling does."""
+    b = cfg.bench
+    sizes = plain(b.call_batches)
+    ok = isinstance(sizes, list) and sizes and all(isinstance(n, int) and n > 0 for n in sizes)
+    require(ok, "bench.call_batches", sizes, "a list of integers > 0 (images per call)")
+    shape = (model.in_channels, model.image_size, model.image_size)
+    forward = flops_per_image(model, shape)["forward"]
+    was_training = model.training
+    model.eval()
+    rows: list[dict[str, object]] = []
+    try:
+        for layout in ("contiguous", "channels_last"):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            model.to(memory_format=fmt)
+            for n in sizes:
+                x = torch.randn(n, *shape, device=device).contiguous(memory_format=fmt)
+                calls = max(3, b.sample_images * 8 // n)
+                rate = forward_rate(model, x, calls)
+                gflops = rate * forward / 1e9
+                rows.append(
+                    {
+                        "call_batch": n,
+                        "layout": layout,
+                        "images_per_s": rate,
+                        "gflops": gflops,
+                        "vs_training_step": gflops / train_gflops if train_gflops else None,
+                    }
+                )
+                log.info("sampling call of %d (%s): %.1f GFLOP/s", n, layout, gflops)
+    finally:
+        model.to(memory_format=torch.contiguous_format).train(was_training)
     return rows
 
 
@@ -214,6 +271,9 @@ def bench(cfg: DictConfig) -> dict:
             yield images[idx.to(device)]
 
     variants = variant_table(cfg, device, ours_batches, len(images))
+    fp32 = next((r for r in variants if r["variant"] == "fp32" and "skipped" not in r), None)
+    train_gflops = 1e3 * float(fp32["achieved_tflops"]) if fp32 else 0.0
+    sampling = sampling_table(cfg, ours.model, device, train_gflops) if b.call_batches else []
     processes = process_table(cfg, device, ours_batches) if b.processes else []
 
     # The seed's way: torchvision's DataLoader, fp32, default layout, no EMA, no compile.
@@ -269,6 +329,7 @@ def bench(cfg: DictConfig) -> dict:
         "settings": OmegaConf.to_container(b, resolve=True),
         "ours": {k: getattr(settings, k) for k in ("channels_last", "precision", "compile")},
         "variants": variants,
+        "sampling": sampling,
         "processes": processes,
     }
     return result
@@ -296,6 +357,15 @@ def main(cfg: DictConfig) -> None:
             print(
                 f"| {row['variant']} | {row['images_per_s']:.1f} | "
                 f"{row['seconds_per_epoch']:.2f} | {gflop:.3f} | {row['achieved_tflops']:.4f} |"
+            )
+    if result["sampling"]:
+        print("\n| sampling call | layout | img/s | GFLOP/s (fwd) | vs training step (fp32) |")
+        print("|---|---|---|---|---|")
+        for row in result["sampling"]:
+            vs = row["vs_training_step"]
+            print(
+                f"| {row['call_batch']} | {row['layout']} | {row['images_per_s']:.0f} | "
+                f"{row['gflops']:.1f} | {'-' if vs is None else f'{vs:.2f}x'} |"
             )
     if result["processes"]:
         print("\n| process | img/s | vs " + result["processes"][0]["process"] + " |")

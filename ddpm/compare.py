@@ -9,6 +9,11 @@ A FID is comparable only with FIDs of the same sampler, network calls and sample
 quality metric gets one column per :class:`Evaluation` (``FID [ddim/50 calls/1000 samples]``);
 the run's own measurement during training (``trainer.eval_every``) is one evaluation too, told
 apart by a ``training:`` prefix. What a file does not record reads ``unknown``, never a guess.
+
+Jobs that differ only in ``replicate_keys`` (``trainer.seed``) are one setting: one row with
+``n`` seeds and each metric's mean, std and 95% interval (:mod:`ddpm.comparison.stats`);
+below the table, each quality column's best setting against every other says whether the gap
+is established.
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.errors import UserError
+from ddpm.comparison.figure import Curve, comparison_figure
+from ddpm.comparison.stats import Test, Verdict, summarize, verdict
+from ddpm.comparison.wandb_run import log_comparison
+from ddpm.errors import UserError, plain, require
 from ddpm.frontend.cli import hydra_command
 from ddpm.runs.tracking import read_metrics
 from ddpm.runs.viz import Figure, plt
@@ -45,6 +53,11 @@ QUALITY = [
     ("precision", "precision", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
 ]
+HIGHER_IS_BETTER = {"precision", "recall"}  # the others: lower is better
+LEGEND = (
+    "A setting of n >= 2 seeds reads `mean ± std [95% CI of the mean]`; `(n=k)`: only k of "
+    "its seeds measured that metric."
+)
 ADAPTIVE = "ddpm.samplers.adaptive.AdaptiveODESampler"  # its calls are an outcome, not a setting
 UNKNOWN = "unknown"
 
@@ -92,7 +105,8 @@ class Job:
     summary: dict[str, Any]
     metrics: list[dict[str, Any]]
     failure: str | None = None
-    label: str = field(default="")
+    label: str = field(default="")  # the setting's: shared by the seeds of one setting
+    replicate: tuple[str, ...] = ()  # which seed (``trainer.seed=1``): pairs across settings
     measured: list[Measured] = field(default_factory=list)
     evals: dict[Evaluation, dict[str, float]] = field(default_factory=dict)
 
@@ -245,7 +259,30 @@ def settle(jobs: list[Job]) -> None:
             job.evals[m.key] = m.metrics
 
 
-def find_jobs(sweep_dir: Path) -> list[Job]:
+def _key(override: str) -> str:
+    """The key an override sets: ``+trainer.seed=1`` -> ``trainer.seed``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _replicate_id(job: Job, keys: Sequence[str]) -> tuple[str, ...]:
+    """Which replicate a job is (``trainer.seed=1``): its override, else the value its saved
+    config holds, so a job that kept the default seed pairs with one that named it."""
+    named = {_key(o): o.split("=", 1)[1] for o in job.overrides if _key(o) in keys and "=" in o}
+    config_file = job.path / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config_file) if config_file.is_file() else None
+    out = []
+    for key in keys:
+        value = named.get(key)
+        if value is None and cfg is not None:
+            value = _text(OmegaConf.select(cfg, key, default=None))
+        out.append(f"{key}={value}")
+    return tuple(out)
+
+
+def find_jobs(sweep_dir: Path, replicate_keys: Sequence[str] | None = None) -> list[Job]:
+    """Every job folder of the sweep, read and labelled. Jobs that differ only in
+    ``replicate_keys`` (their seeds; None = conf/compare.yaml's) share one label: they are one
+    setting. Jobs with the same overrides throughout (a repeated run) are told apart by folder."""
     if not sweep_dir.is_dir():
         raise UserError(f"sweep dir {str(sweep_dir)!r} does not exist")
     dirs = [d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()]
@@ -253,22 +290,80 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
         raise UserError(f"sweep dir {str(sweep_dir)!r} holds no job folders (with .hydra/)")
     jobs = [load_job(d) for d in sorted(dirs, key=lambda d: (len(d.name), d.name))]
     settle(jobs)
-    # Label each job by the overrides that differ between jobs: what the sweep varied.
-    common = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
-    for job in jobs:
-        varied = [o for o in job.overrides if o not in common]
-        job.label = ",".join(varied) or job.path.name
-    labels = [j.label for j in jobs]
-    for job in jobs:  # jobs with the same overrides (a repeated run) are told apart by folder
-        if labels.count(job.label) > 1:
-            job.label = f"{job.label} (#{job.path.name})"
+    keys = list(_defaults().replicate_keys if replicate_keys is None else replicate_keys)
+    fixed = {id(j): frozenset(o for o in j.overrides if _key(o) not in keys) for j in jobs}
+    full = [frozenset(j.overrides) for j in jobs]
+    groups: dict[tuple[frozenset[str], str], list[Job]] = {}
+    for job, overrides in zip(jobs, full, strict=True):
+        job.replicate = _replicate_id(job, keys) if keys else ()
+        repeated = full.count(overrides) > 1  # the same run again: not a replicate
+        groups.setdefault((fixed[id(job)], job.path.name if repeated else ""), []).append(job)
+    # Label each setting by the overrides that differ between settings: what the sweep varied.
+    sets = [key[0] for key in groups]
+    common = frozenset.intersection(*sets) if len(groups) > 1 else frozenset()
+    for (_, repeat), members in groups.items():
+        varied = ",".join(o for o in members[0].overrides if o in fixed[id(members[0])] - common)
+        if not varied:
+            label = "+".join(j.path.name for j in members)
+        else:
+            label = f"{varied} (#{repeat})" if repeat else varied
+        for job in members:
+            job.label = label
     return jobs
+
+
+@dataclass
+class Setting:
+    """The finished jobs of one setting (one per seed): one table row, a mean per metric."""
+
+    label: str
+    jobs: list[Job]
+
+    def values(self, value: Callable[[Job], Any]) -> dict[Hashable, float]:
+        """``value`` of each job that has it, keyed by replicate (its seeds) for pairing; by
+        folder when two jobs claim one replicate, so nothing pairs by mistake."""
+        ids = [j.replicate for j in self.jobs]
+        out: dict[Hashable, float] = {}
+        for job in self.jobs:
+            v = value(job)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            key = job.replicate if ids.count(job.replicate) == 1 else f"#{job.path.name}"
+            out[key] = float(v)
+        return out
+
+
+def settings(jobs: list[Job]) -> list[Setting]:
+    """The finished jobs grouped by label (what :func:`find_jobs` gave each setting), in the
+    order of their first job; failed jobs belong to none."""
+    out: dict[str, Setting] = {}
+    for job in jobs:
+        if job.failure is None:
+            out.setdefault(job.label, Setting(job.label, [])).jobs.append(job)
+    return list(out.values())
 
 
 def _cell(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return fmt.format(int(value) if fmt == "{:d}" else value)
+
+
+def stat_cell(values: Sequence[float], fmt: str, n: int) -> str:
+    """One setting's metric: its one value, or ``mean ± std [95% CI]`` over its seeds;
+    ``(n=k)`` when fewer than the setting's ``n`` jobs measured it."""
+    if not values:
+        return "-"
+    s = summarize(values)
+    text = _cell(s.mean, fmt)
+    if s.std is not None:
+        text += f" ± {_cell(s.std, fmt)} [{_cell(s.low, fmt)}, {_cell(s.high, fmt)}]"
+    return text + (f" (n={s.n})" if s.n != n else "")
+
+
+def mean_cell(values: Sequence[float], fmt: str) -> str:
+    """A setting's throughput, steps, time: the mean of its jobs, nothing more."""
+    return _cell(math.fsum(values) / len(values), fmt) if values else "-"
 
 
 def quality_columns(jobs: list[Job]) -> list[tuple[Evaluation, str, str, str]]:
@@ -284,50 +379,164 @@ def quality_columns(jobs: list[Job]) -> list[tuple[Evaluation, str, str, str]]:
     ]
 
 
-def table(jobs: list[Job]) -> str:
-    """A markdown table: one row per job; the loss, one column per quality metric and
-    evaluation, then the other summary columns present in at least one summary."""
-    loss, rest = ([c for c in cs if any(c[0] in j.summary for j in jobs)] for cs in (LOSS, COLUMNS))
-    quality = quality_columns(jobs)
-    head = ["job", "overrides", *(c[1] for c in loss), *(q[2] for q in quality)]
-    head += [*(c[1] for c in rest), "status"]
-    rows = [
-        [
-            j.path.name,
-            f"`{j.label}`",
-            *(_cell(j.summary.get(k), f) for k, _, f in loss),
-            *(_cell(j.evals.get(e, {}).get(k), f) for e, k, _, f in quality),
-            *(_cell(j.summary.get(k), f) for k, _, f in rest),
-            "ok" if j.failure is None else f"failed: {j.failure}",
-        ]
-        for j in jobs
-    ]
+@dataclass(frozen=True)
+class Metric:
+    """A table column: its header, how a job's value is read, format, and direction."""
+
+    key: str  # the summary key or the quality metric's key (fid, kid, ...)
+    header: str
+    fmt: str
+    read: Callable[[Job], Any]
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.key not in HIGHER_IS_BETTER
+
+
+def metrics(jobs: list[Job]) -> tuple[list[Metric], list[Metric], list[Metric]]:
+    """(loss, quality, other) columns present in at least one job."""
+
+    def summary(key: str) -> Callable[[Job], Any]:
+        return lambda j: j.summary.get(key)
+
+    def quality(e: Evaluation, key: str) -> Callable[[Job], Any]:
+        return lambda j: j.evals.get(e, {}).get(key)
+
+    loss, rest = (
+        [Metric(k, h, f, summary(k)) for k, h, f in cs if any(k in j.summary for j in jobs)]
+        for cs in (LOSS, COLUMNS)
+    )
+    columns = [Metric(k, h, f, quality(e, k)) for e, k, h, f in quality_columns(jobs)]
+    return loss, columns, rest
+
+
+def table_rows(jobs: list[Job]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per setting (its jobs' folders, ``n`` seeds), the loss, one
+    column per quality metric and evaluation, then the other summary columns present in at
+    least one summary; a failed job keeps a row of its own and counts in no setting."""
+    loss, quality, rest = metrics(jobs)
+    head = ["job", "overrides", "n", *(m.header for m in (*loss, *quality, *rest)), "status"]
+    rows, done = [], set()
+    groups = {s.label: s for s in settings(jobs)}
+    for job in jobs:
+        if job.failure is not None:
+            cells = [_cell(m.read(job), m.fmt) for m in (*loss, *quality, *rest)]
+            rows.append([job.path.name, f"`{job.label}`", "-", *cells, f"failed: {job.failure}"])
+            continue
+        if job.label in done:
+            continue
+        done.add(job.label)
+        s = groups[job.label]
+        n = len(s.jobs)
+        stats = [stat_cell(list(s.values(m.read).values()), m.fmt, n) for m in (*loss, *quality)]
+        means = [mean_cell(list(s.values(m.read).values()), m.fmt) for m in rest]
+        names = ", ".join(j.path.name for j in s.jobs)
+        rows.append([names, f"`{s.label}`", str(n), *stats, *means, "ok"])
+    return head, rows
+
+
+def markdown(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
 
 
+def table(jobs: list[Job]) -> str:
+    """The markdown table of :func:`table_rows`."""
+    return markdown(*table_rows(jobs))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The best setting of one quality column against another: ``best - other``."""
+
+    metric: Metric
+    best: Setting
+    other: Setting
+    difference: float
+    verdict: Verdict
+
+
+def comparisons(jobs: list[Job]) -> list[Comparison]:
+    """For each quality column (FID first) measured by two or more settings: the best by mean
+    against every other, with the test that says whether the gap is real."""
+    out = []
+    for metric in metrics(jobs)[1]:
+        measured = [(s, v) for s in settings(jobs) if (v := s.values(metric.read))]
+        if len(measured) < 2:
+            continue
+        means = {s.label: summarize(list(v.values())).mean for s, v in measured}
+        pick = min if metric.lower_is_better else max
+        best, best_values = pick(measured, key=lambda sv: means[sv[0].label])
+        for other, values in measured:
+            if other is best:
+                continue
+            said = verdict(best_values, values, metric.lower_is_better)
+            diff = means[best.label] - means[other.label]
+            if said.test is not None:
+                diff = said.test.difference
+            out.append(Comparison(metric, best, other, diff, said))
+    return out
+
+
+def _test_name(test: Test | None) -> str:
+    if test is None:
+        return "none (a side has n=1)"
+    if isinstance(test.n, tuple):
+        return f"{test.name} (n={test.n[0]}, {test.n[1]})"
+    return f"{test.name} ({test.n} seeds)"
+
+
+def comparisons_text(items: list[Comparison]) -> str:
+    """The markdown section below the table: which differences are real."""
+    if not items:
+        return (
+            "## Comparisons\n\nNo quality metric was measured by two or more settings: nothing "
+            "to compare (`python -m ddpm.evaluate` or `trainer.eval_every` measure FID)."
+        )
+    lines = [
+        "## Comparisons",
+        "",
+        "Each quality column's best setting (by mean) against every other. A difference is a "
+        "**win** only when a paired t-test over the seeds both share says so (p < 0.05, its "
+        "95% CI excluding 0) or, without 2 shared seeds, when the two 95% intervals do not "
+        "overlap; otherwise it is **not established**.",
+        "",
+    ]
+    head = ["metric", "best", "other", "best - other", "95% CI", "test", "p", "verdict"]
+    rows = []
+    for c in items:
+        t, fmt = c.verdict.test, c.metric.fmt
+        interval = "-" if t is None else f"[{_cell(t.low, fmt)}, {_cell(t.high, fmt)}]"
+        p = "-" if t is None else f"{t.p:.3g}"
+        word = f"**{c.verdict.word}**" if c.verdict.win else c.verdict.word
+        row = [c.metric.header, f"`{c.best.label}`", f"`{c.other.label}`",
+               _cell(c.difference, fmt), interval, _test_name(t), p,
+               f"{word}: {c.verdict.reason}"]  # fmt: skip
+        rows.append(row)
+    return "\n".join([*lines, markdown(head, rows)])
+
+
 def loss_figure(jobs: list[Job], title: str) -> Figure:
-    """Loss curves overlaid, one colour per job, labelled by its overrides."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for job in jobs:
-        rows = [r for r in job.metrics if "loss" in r]
-        if rows:  # markers, so a run with a single logged point still shows
-            ax.plot(
-                [r["step"] for r in rows],
-                [r["loss"] for r in rows],
-                label=job.label,
-                lw=1.3,
-                marker="o",
-                ms=3,
-            )
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    """Loss curves, one colour per setting (mean over its seeds, a min-max band), labelled by
+    its overrides, a failed job's own curve dashed; beside them, when any FID was measured,
+    the first FID column per setting with its 95% interval."""
+    curves, colors = [], {}
+    for i, s in enumerate(settings(jobs)):
+        colors[s.label] = f"C{i % 10}"
+        losses: dict[int, list[float]] = {}
+        for r in (r for job in s.jobs for r in job.metrics if "loss" in r):
+            losses.setdefault(r["step"], []).append(r["loss"])
+        curves.append(Curve(s.label, losses, colors[s.label]))
+    for job in (j for j in jobs if j.failure is not None):
+        losses = {r["step"]: [r["loss"]] for r in job.metrics if "loss" in r}
+        label = f"{job.label} (#{job.path.name}, failed)"
+        curves.append(Curve(label, losses, colors.get(job.label), failed=True))
+    fids = [m for m in metrics(jobs)[1] if m.key == "fid"]
+    if not fids:
+        return comparison_figure(curves, title)
+    points = [(s.label, summarize(list(v.values())), colors[s.label])
+              for s in settings(jobs) if (v := s.values(fids[0].read))]  # fmt: skip
+    return comparison_figure(curves, title, points, fids[0].header)
 
 
 def plot(jobs: list[Job], path: Path) -> Path:
@@ -337,23 +546,110 @@ def plot(jobs: list[Job], path: Path) -> Path:
     return path
 
 
-def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> str:
-    """The table as markdown; writes comparison.md and comparison.png into ``out_dir``
-    (default: the sweep dir)."""
+def wandb_summary(jobs: list[Job]) -> dict[str, Any]:
+    """``<setting>/<metric>/{mean,std,ci95_low,ci95_high,n}`` for the loss (``final_loss``) and
+    every quality column (its header); std and interval are None at n=1."""
+    loss, quality, _ = metrics(jobs)
+    out: dict[str, Any] = {}
+    for s in settings(jobs):
+        for m in (*loss, *quality):
+            values = list(s.values(m.read).values())
+            if values:
+                stat, name = summarize(values), f"{s.label}/{m.key if m in loss else m.header}"
+                out |= {f"{name}/mean": stat.mean, f"{name}/std": stat.std,
+                        f"{name}/ci95_low": stat.low, f"{name}/ci95_high": stat.high,
+                        f"{name}/n": stat.n}  # fmt: skip
+    return out
+
+
+def wandb_init(jobs: list[Job], sweep_dir: Path) -> dict[str, Any]:
+    """The compare run's name, config, and the project, entity and group of the sweep's own
+    runs (their saved ``logger`` keys, the tracker's group rule), so it lands beside them."""
+    from ddpm.configs.presets import CONF_DIR
+
+    logger = OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml")
+    saved = [j.path / ".hydra" / "config.yaml" for j in jobs]
+    cfg = next((OmegaConf.load(f) for f in saved if f.is_file()), OmegaConf.create())
+    if OmegaConf.select(cfg, "logger.project", default=None) is not None:
+        logger = OmegaConf.merge(logger, cfg.logger)
+    experiment = OmegaConf.select(cfg, "experiment_name", default=None)
+    group = logger.get("group") or (
+        f"{experiment}-{sweep_dir.name}" if experiment else sweep_dir.name
+    )
+    return {
+        "project": logger.project,
+        "entity": logger.get("entity"),
+        "group": group,
+        "name": f"compare {sweep_dir.name}",
+        "config": {"sweep_dir": str(sweep_dir), "jobs": len(jobs)},
+    }
+
+
+def _defaults() -> DictConfig:
+    """conf/compare.yaml, the one home of the defaults the Python API falls back on."""
+    from ddpm.configs.presets import CONF_DIR
+
+    return OmegaConf.load(CONF_DIR / "compare.yaml")
+
+
+@dataclass
+class Report:
+    """What compare prints: the table, then the comparisons section."""
+
+    table: str
+    comparisons: str
+    seeds: bool = False  # some setting has n >= 2: the table needs its legend
+
+    @property
+    def text(self) -> str:
+        legend = f"{LEGEND}\n\n" if self.seeds else ""
+        return f"{self.table}\n\n{legend}{self.comparisons}"
+
+
+def report(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    replicate_keys: Sequence[str] | None = None,
+    wandb: bool | None = None,
+) -> Report:
+    """Reads the sweep, writes comparison.md and comparison.png into ``out_dir`` (default:
+    the sweep dir) and, with ``wandb``, one offline W&B run; None = conf/compare.yaml's."""
+    defaults = _defaults()
+    keys = defaults.replicate_keys if replicate_keys is None else replicate_keys
+    keys = plain(keys)
+    wandb = defaults.wandb if wandb is None else wandb
+    require(isinstance(keys, list | tuple) and all(isinstance(k, str) for k in keys),
+            "replicate_keys", keys, "a list of config keys, e.g. [trainer.seed]")  # fmt: skip
+    require(isinstance(wandb, bool), "wandb", wandb, "true or false")
     sweep_dir = Path(sweep_dir).expanduser()
-    jobs = find_jobs(sweep_dir)
+    jobs = find_jobs(sweep_dir, keys)
     out = Path(out_dir).expanduser() if out_dir is not None else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
-    text = table(jobs)
+    head, rows = table_rows(jobs)
+    seeds = any(len(s.jobs) > 1 for s in settings(jobs))
+    result = Report(markdown(head, rows), comparisons_text(comparisons(jobs)), seeds)
     (out / "comparison.md").write_text(
-        f"# {sweep_dir.name}\n\n{text}\n\n![loss curves](comparison.png)\n"
+        f"# {sweep_dir.name}\n\n{result.text}\n\n![loss curves](comparison.png)\n"
     )
     plot(jobs, out / "comparison.png")
-    return text
+    if wandb:
+        plain_rows = [[cell.strip("`") for cell in row] for row in rows]
+        log_comparison(out, wandb_init(jobs, sweep_dir), wandb_summary(jobs), head, plain_rows)
+    return result
+
+
+def compare(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    replicate_keys: Sequence[str] | None = None,
+    wandb: bool | None = None,
+) -> str:
+    """The table as markdown (see :func:`report`, which writes the files)."""
+    return report(sweep_dir, out_dir, replicate_keys, wandb).table
 
 
 def main(cfg: DictConfig) -> None:
-    print(compare(cfg.sweep_dir, cfg.out_dir))
+    print(report(cfg.sweep_dir, cfg.out_dir, cfg.replicate_keys, cfg.wandb).text)
     out = Path(cfg.out_dir or cfg.sweep_dir)
     print(f"wrote {out / 'comparison.md'} and comparison.png")
 

@@ -64,6 +64,14 @@ def test_every_pipeline_and_variant_runs_the_loops_own_step(make_bench_cfg, monk
         assert row["seconds_per_epoch"] == pytest.approx(60000 / row["images_per_s"])
         assert row["achieved_tflops"] == pytest.approx(row["images_per_s"] * flops / 1e12)
     assert graphed["skipped"] == "CUDA graphs need a CUDA device"
+    forward = flops_per_image(model, (1, 28, 28))["forward"]
+    train = 1e3 * fp32["achieved_tflops"]
+    assert [(r["call_batch"], r["layout"]) for r in result["sampling"]] == [
+        (n, layout) for layout in ("contiguous", "channels_last") for n in (32, 128, 500)
+    ]
+    for row in result["sampling"]:
+        assert row["gflops"] == pytest.approx(row["images_per_s"] * forward / 1e9)
+        assert row["vs_training_step"] == pytest.approx(row["gflops"] / train)
     assert result["train_ratio"] == pytest.approx(
         result["train_images_per_s"]["ours"] / result["train_images_per_s"]["reference"]
     )
@@ -72,7 +80,9 @@ def test_every_pipeline_and_variant_runs_the_loops_own_step(make_bench_cfg, monk
 def test_an_unknown_variant_is_one_line(make_bench_cfg):
     from ddpm.bench import variant_table
 
-    with pytest.raises(UserError, match=r"^bench.variants=\['fp8'\]: a list of fp32, bf16"):
+    with pytest.raises(
+        UserError, match=r"^bench.variants=\[.fp8.\]: a list of fp32, channels_last"
+    ):
         variant_table(make_bench_cfg("bench.variants=[fp8]"), torch.device("cpu"), iter, 1)
 
 

@@ -177,6 +177,23 @@ def test_speed_options_train_to_nearly_the_same_losses(make_cfg, tmp_path, optio
     assert plain["steps"] == other["steps"]
 
 
+@pytest.mark.slow
+def test_a_compiled_network_and_channels_last_give_eager_outputs_within_float_tolerance():
+    """What trainer.compile (inductor on the CPU) and channels_last change: rounding only."""
+    from ddpm.configs.presets import preset
+
+    model = preset("model", "res_tiny", channels=[8, 16, 32], time_dim=32).eval()
+    x, t = torch.randn(4, 1, 28, 28), torch.tensor([0, 10, 500, 999])
+    with torch.no_grad():
+        eager = model(x, t)
+        compiled = torch.compile(model)(x, t)
+        model.to(memory_format=torch.channels_last)
+        last = model(x.contiguous(memory_format=torch.channels_last), t)
+    scale = eager.abs().max()
+    assert (compiled - eager).abs().max() <= 1e-4 * scale
+    assert (last - eager).abs().max() <= 1e-4 * scale
+
+
 @needs_mnist
 def test_fp16_off_cuda_is_refused(make_cfg, tmp_path):
     from ddpm.errors import UserError

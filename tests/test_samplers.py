@@ -798,3 +798,32 @@ def test_the_few_call_presets_keep_their_budget_on_a_plan_fitted_to_the_net(
     ratio = float(draws[0].std()) / S
     assert abs(float(draws[0].mean()) - MU) < 0.02
     assert abs(ratio - 1) < 0.15 if deterministic else 0.2 < ratio < 1.2, ratio
+
+
+def test_a_cpu_network_call_is_sliced_to_a_training_batch_and_gives_the_same_outputs():
+    """1000 MNIST-sized images make ceil(1000 / 128) calls of at most 128 images; each
+    image's output equals the whole batch's within float tolerance (labels follow)."""
+    from ddpm.samplers.base import CPU_CALL_PIXELS, network_call
+
+    calls: list[int] = []
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x, t, labels=None):
+            calls.append(len(x))
+            out = self.conv(x).mean(1, keepdim=True) * t.reshape(-1, 1, 1, 1)
+            return out if labels is None else out + labels.reshape(-1, 1, 1, 1)
+
+    net = Net()
+    x, t, y = torch.randn(1000, 1, 28, 28), torch.rand(1000), torch.arange(1000) % 10
+    whole = net(x, t, y)
+    calls.clear()
+    sliced = network_call(net, x, t, y)
+    assert CPU_CALL_PIXELS // (28 * 28) == 128 and calls == [128] * 7 + [104]
+    assert torch.allclose(sliced, whole, atol=1e-6)
+    calls.clear()
+    network_call(net, x[:128], t[:128])
+    assert calls == [128]  # small enough: one call

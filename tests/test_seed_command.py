@@ -94,6 +94,12 @@ def test_the_command_line_is_checked_before_hydra_makes_a_run_dir():
     check_command_line(["model=small", "schedule=linear"])
 
 
+def test_a_sweep_needs_m_unless_a_preset_makes_the_run_a_sweep():
+    with pytest.raises(UserError, match=r"^optimizer.lr='1e-4,2e-3': a sweep: add -m"):
+        check_command_line(["optimizer.lr=1e-4,2e-3"])
+    check_command_line(["+replicates='3'", "optimizer.lr=1e-4,2e-3"])  # MULTIRUN preset
+
+
 def test_a_sweep_job_is_checked_on_its_own_overrides(make_cfg):
     flow = make_cfg("process=flow")
     check_named(flow, ["process=flow", "trainer.seed=1"])

@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 from hydra.utils import get_object
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from ddpm.configs.presets import CONF_DIR, build
 from ddpm.errors import UserError, fail, is_int, require
@@ -205,16 +205,25 @@ def check_command_line(
         return  # each job is composed (and validated) on its own
     from hydra import compose, initialize_config_dir
 
+    swept = {a for a, o in zip(args, overrides, strict=True) if o.is_sweep_override()}
     job_args = [
         a
         for a in args
-        if a.startswith("hydra.searchpath") or not a.lstrip("+~").startswith("hydra")
+        if (a.startswith("hydra.searchpath") or not a.lstrip("+~").startswith("hydra"))
+        and a not in swept
     ]
     try:
         with initialize_config_dir(config_dir=str(groups_dir), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=job_args)
+            cfg = compose(config_name=config_name, overrides=job_args, return_hydra_config=True)
     except Exception as err:  # noqa: BLE001 - Hydra's composition errors, said in one line
         raise UserError(one_line(err)) from None
+    if str(OmegaConf.select(cfg, "hydra.mode")) == "RunMode.MULTIRUN":
+        return  # a preset made it a sweep (+replicates=3, +experiment=...): each job is checked
+    if swept:
+        first = sorted(swept)[0]
+        fail(first.split("=")[0], first.split("=", 1)[1], "a sweep: add -m (or --multirun)")
+    with open_dict(cfg):
+        del cfg["hydra"]
     check_seeds(cfg)
     if "_target_" in (cfg.get("process") or {}):  # a training config: no key named in vain
         from ddpm.configs.unread import check_named

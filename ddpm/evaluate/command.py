@@ -34,6 +34,7 @@ def _check(cfg: DictConfig) -> None:
     for key, low in (("num_samples", MIN_SAMPLES), ("batch_size", 1)):
         require(is_int(cfg[key], low), key, cfg[key], f"an integer >= {low}")
     require(isinstance(cfg.wandb, bool), "wandb", cfg.wandb, "true or false")
+    require(is_int(cfg.bootstrap, 0), "bootstrap", cfg.bootstrap, "an integer >= 0 (0 = off)")
     features = cfg.get("features", "classifier")
     require(features in FEATURES, "features", features, f"one of {', '.join(FEATURES)}")
 
@@ -93,7 +94,9 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
     )
     sample_s = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = evaluate_images(images, evaluator, reference, seed=cfg.seed, labels=labels)
+    metrics = evaluate_images(
+        images, evaluator, reference, seed=cfg.seed, labels=labels, bootstrap=cfg.bootstrap
+    )
     eval_s = time.perf_counter() - start
     train_step = job.step
 
@@ -115,20 +118,37 @@ def evaluate_run(cfg: DictConfig, sampler_name: str = "sampler") -> dict[str, An
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    log.info(
-        "%s: %s", name, "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "share_" not in k)
-    )
+    shown = "  ".join(f"{k} {_shown(v)}" for k, v in metrics.items() if "share_" not in k)
+    log.info("%s: %s", name, shown)
     log.info("sampling %.1f s, metrics %.1f s -> %s", sample_s, eval_s, out)
     if cfg.wandb:
         from hydra.utils import get_object
 
         logger = OmegaConf.to_container(job.config.get("logger") or {}, resolve=True)
-        prefixed = {f"eval/{default_out.name}/{k}": v for k, v in metrics.items()}
+        prefixed = {f"eval/{default_out.name}/{k}": v for k, v in _scalars(metrics).items()}
         target = logger.get("_target_", "ddpm.runs.tracking.Tracker")
         # Runs trained before the package layout name their logger ddpm.tracking.<Class>.
         tracker = get_object(target.replace("ddpm.tracking.", "ddpm.runs.tracking.", 1))
         tracker.add_to_run(default_out.parent.parent, job.run_id, prefixed, train_step, logger)
     return result
+
+
+def _shown(value: Any) -> str:
+    """A metric for the log line: a number to 4 digits, an interval as [low, high]."""
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+    return f"{value:.4g}"
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics as W&B scalars: an interval ``[low, high]`` as ``<key>_low``/``_high``."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, list):
+            out[f"{key}_low"], out[f"{key}_high"] = value
+        else:
+            out[key] = value
+    return out
 
 
 def main(cfg: DictConfig) -> None:

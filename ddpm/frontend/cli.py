@@ -9,8 +9,10 @@ while the command runs, a :class:`~ddpm.errors.UserError` ends it the same way. 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -79,6 +81,22 @@ def print_help(prog: str, doc: str, config_name: str) -> None:
     print(OmegaConf.to_yaml(cfg, resolve=False))
 
 
+NUMBERED = re.compile(r"^(?P<key>[+~]{0,2}(?P<group>\w[\w/]*))=(?P<option>\d+)$")
+
+
+def numbered_options(args: list[str], conf: Path = CONF_DIR) -> list[str]:
+    """``+replicates=3`` as ``+replicates='3'``: Hydra reads a bare number as an int and takes
+    no int as a group's option, so an option named by a number (``conf/replicates/3.yaml``)
+    is passed on quoted. Any other argument is left as it is."""
+    out = []
+    for arg in args:
+        m = NUMBERED.match(arg)
+        if m and (conf / m["group"] / f"{m['option']}.yaml").is_file():
+            arg = f"{m['key']}='{m['option']}'"
+        out.append(arg)
+    return out
+
+
 def hydra_command(
     prog: str,
     doc: str,
@@ -95,6 +113,7 @@ def hydra_command(
         args = list(sys.argv[1:] if argv is None else argv)
         if rewrite is not None:
             args = rewrite(args)
+        args = numbered_options(args)
         if "-h" in args or "--help" in args:
             print_help(prog, doc, config_name)
             return None
