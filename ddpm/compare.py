@@ -430,9 +430,19 @@ def table_rows(jobs: list[Job]) -> tuple[list[str], list[list[str]]]:
         n = len(s.jobs)
         stats = [stat_cell(list(s.values(m.read).values()), m.fmt, n) for m in (*loss, *quality)]
         means = [mean_cell(list(s.values(m.read).values()), m.fmt) for m in rest]
-        names = ", ".join(j.path.name for j in s.jobs)
-        rows.append([names, f"`{s.label}`", str(n), *stats, *means, "ok"])
+        rows.append([jobs_cell(s.jobs), f"`{s.label}`", str(n), *stats, *means, "ok"])
     return head, rows
+
+
+def jobs_cell(jobs: list[Job]) -> str:
+    """A setting's jobs: one job's folder; replicates by their values (``trainer.seed=0,1,2``,
+    shorter than folders named by their overrides); else the folders."""
+    reps = [j.replicate for j in jobs]
+    if len(jobs) == 1 or not all(reps) or len({len(r) for r in reps}) != 1:
+        return ", ".join(j.path.name for j in jobs)
+    keys = [r.split("=", 1)[0] for r in reps[0]]
+    values = [[r[i].split("=", 1)[-1] for r in reps] for i in range(len(keys))]
+    return " ".join(f"{k}={','.join(v)}" for k, v in zip(keys, values, strict=True))
 
 
 def markdown(head: list[str], rows: list[list[str]]) -> str:

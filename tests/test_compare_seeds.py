@@ -56,7 +56,7 @@ def test_seeds_of_a_setting_are_one_row_with_their_mean_std_and_interval(sweep):
         "`optimizer.lr=1e-2`",
         "`optimizer.lr=1e-3`",
     ]
-    assert table["job"] == ["0, 2, 4", "1, 3, 5", "6", "7"]
+    assert table["job"] == ["trainer.seed=0,1,2", "trainer.seed=0,1,2", "6", "7"]
     assert table["n"] == ["3", "3", "1", "-"]
     assert table["status"] == ["ok", "ok", "ok", "failed: NonFiniteLoss: loss is nan at step 2"]
     # lr=1e-3: losses 0.30, 0.32, 0.34 -> 0.32 +- 0.02, half-width t_{.975,2} 0.02 / sqrt 3

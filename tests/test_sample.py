@@ -105,3 +105,35 @@ def test_sample_cli_checks_the_sampler_against_the_runs_schedule(tiny_run):
     assert res.stderr.strip().splitlines() == [
         "error: sampler.steps=50: null or 1..schedule.timesteps=20"
     ], res.stderr
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_generate_samples_in_channels_last_on_a_cpu_and_restores_the_layout(layout):
+    """The same images as a contiguous network's within float tolerance, and the network
+    comes back in the layout training gave it (trainer.channels_last or not)."""
+    from ddpm.configs.presets import preset
+    from ddpm.samplers.generate import generate, memory_format
+
+    torch.manual_seed(0)
+    model = preset("model", "res_tiny", channels=[8, 16, 32], time_dim=32)
+    for p in model.parameters():  # the zero-initialised output layer would hide any difference
+        p.data.normal_(0, 0.05)
+    sampler = preset(
+        "sampler", "ddim", schedule=preset("schedule", "linear", timesteps=20), steps=3
+    )
+    with torch.no_grad():
+        x_T = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+        plain, _ = sampler.sample(model.eval(), x_T.shape, x_T=x_T)
+    model.train().to(memory_format=layout)
+    assert memory_format(model) == layout
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(memory_format(m)))
+    generate(model, sampler, 3, 1, torch.device("cpu"))
+    assert seen and set(seen) == {torch.channels_last}
+    assert memory_format(model) == layout and model.training
+    again, _ = generate(model, sampler, 3, 0, torch.device("cpu"))
+    assert torch.isfinite(again).all()
+    with torch.no_grad():
+        model.eval().to(memory_format=torch.channels_last)
+        last, _ = sampler.sample(model, x_T.shape, x_T=x_T)
+    assert torch.allclose(last, plain, atol=1e-5)

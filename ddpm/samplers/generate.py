@@ -31,8 +31,10 @@ def generate(
     timesteps; ``labels`` (one per image) for a conditional model."""
     gen = torch.Generator(device=device).manual_seed(seed)
     shape = (num, model.in_channels, model.image_size, model.image_size)
-    was_training = model.training
+    was_training, layout = model.training, memory_format(model)
     model.eval()
+    if torch.device(device).type == "cpu":  # +9-14% forward GFLOP/s on the 2-core CPU
+        model.to(memory_format=torch.channels_last)  # (ddpm.bench's sampling table)
     try:
         return sampler.sample(
             model,
@@ -44,7 +46,16 @@ def generate(
             labels=labels,
         )
     finally:
-        model.train(was_training)
+        model.train(was_training).to(memory_format=layout)
+
+
+def memory_format(model: nn.Module) -> torch.memory_format:
+    """The layout of the model's 4-D weights (channels_last after trainer.channels_last)."""
+    for p in model.parameters():  # a weight of 1 input channel fits both: look further
+        if p.ndim == 4 and not p.is_contiguous():
+            last = p.is_contiguous(memory_format=torch.channels_last)
+            return torch.channels_last if last else torch.contiguous_format
+    return torch.contiguous_format
 
 
 def sample_images(
