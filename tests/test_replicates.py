@@ -104,7 +104,7 @@ def test_a_two_seed_sweep_is_one_compared_setting(tmp_path):
         [c.strip() for c in line.strip("|").split("|")] for line in result.table.splitlines()
     )
     cells = dict(zip(head, row, strict=True))
-    assert cells["n"] == "2" and cells["job"] == "0, 1" and cells["status"] == "ok"
+    assert cells["n"] == "2" and cells["job"] == "trainer.seed=0,1" and cells["status"] == "ok"
     assert cells["final loss"].startswith(f"{statistics.mean(losses):.4f} ± ")
     (setting,) = settings(find_jobs(tmp_path, ["trainer.seed"]))
     values = setting.values(lambda j: j.summary["final_loss"])
