@@ -34,7 +34,7 @@ from ddpm.frontend.cli import hydra_command
 from ddpm.hardware.devices import pick_device
 from ddpm.models.flops import flops_per_image
 from ddpm.samplers.base import network_call
-from ddpm.samplers.generate import generate
+from ddpm.samplers.generate import generate, memory_format
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState
 from ddpm.training.step import make_train_step
@@ -177,7 +177,7 @@ def sampling_table(
     require(ok, "bench.call_batches", sizes, "a list of integers > 0 (images per call)")
     shape = (model.in_channels, model.image_size, model.image_size)
     forward = flops_per_image(model, shape)["forward"]
-    was_training = model.training
+    was_training, kept = model.training, memory_format(model)
     model.eval()
     rows: list[dict[str, object]] = []
     try:
@@ -200,7 +200,7 @@ def sampling_table(
                 )
                 log.info("sampling call of %d (%s): %.1f GFLOP/s", n, layout, gflops)
     finally:
-        model.to(memory_format=torch.contiguous_format).train(was_training)
+        model.to(memory_format=kept).train(was_training)
     return rows
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from ddpm.comparison.stats import Test, Verdict, summarize, verdict
 from ddpm.comparison.wandb_run import log_comparison
 from ddpm.errors import UserError, plain, require
 from ddpm.frontend.cli import hydra_command
+from ddpm.runs.same_run import flat
 from ddpm.runs.tracking import read_metrics
 from ddpm.runs.viz import Figure, plt
 
@@ -120,15 +121,12 @@ def _text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, str]:
+def _flat(node: Any) -> dict[str, str]:
     """A sampler config as ``key -> text`` (nested keys dotted), the guidance scale left out:
     it is a part of the key of its own."""
     out: dict[str, str] = {}
-    for k, v in (node or {}).items():
-        name = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{name}."))
-        elif name == "_target_":
+    for name, v in flat(node or {}).items():
+        if name == "_target_":
             out[name] = str(v).rsplit(".", 1)[-1]  # the class: DDIMSampler
         elif name != "guidance_scale":
             out[name] = "null" if v is None else _text(v)

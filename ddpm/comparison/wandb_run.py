@@ -4,9 +4,10 @@ sweep's own runs (same project and group, ``job_type="compare"``)."""
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
+
+from ddpm.runs.tracking import offline_run
 
 log = logging.getLogger("ddpm")
 
@@ -22,29 +23,15 @@ def log_comparison(
     ``summary`` as its summary, the table as a ``wandb.Table`` named ``comparison``. Returns
     the run's folder (what ``wandb sync`` takes); a W&B failure only warns and returns None:
     comparison.md holds the same."""
-    try:
+
+    def write(run: Any) -> None:
         import wandb
 
-        run = wandb.init(
-            mode="offline",
-            dir=str(out),
-            job_type="compare",
-            reinit="finish_previous",
-            settings=wandb.Settings(silent=True),
-            **init,
-        )
-        try:
-            run.summary.update(summary)
-            run.log({"comparison": wandb.Table(columns=columns, data=rows)})
-        finally:
-            run.finish()
-    except Exception as err:  # noqa: BLE001 - W&B trouble must not lose the comparison
-        warnings.warn(
-            f"compare: W&B logging failed ({type(err).__name__}: {err})",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return None
-    folder = Path(run.dir).parent
-    log.info("W&B: compare run saved offline; upload with: wandb sync %s", folder)
+        run.summary.update(summary)
+        run.log({"comparison": wandb.Table(columns=columns, data=rows)})
+
+    init = {"dir": str(out), "job_type": "compare", "reinit": "finish_previous", **init}
+    folder = offline_run(init, write, "compare: W&B logging failed")
+    if folder is not None:
+        log.info("W&B: compare run saved offline; upload with: wandb sync %s", folder)
     return folder

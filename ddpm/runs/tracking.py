@@ -14,7 +14,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -330,33 +330,16 @@ class WandbTracker(Tracker):
             stamps and time.strftime("%Y%m%d_%H%M%S") <= max(stamps) and time.monotonic() < deadline
         ):
             time.sleep(0.1)
-        try:
-            import wandb
 
-            run = wandb.init(
-                id=run_id,
-                resume="allow",
-                dir=str(run_dir),
-                mode="offline",
-                project=options.get("project"),
-                entity=options.get("entity"),
-                settings=wandb.Settings(silent=True),
-            )
-            try:
-                run.log(metrics, **({} if step is None else {"step": step}))
-                run.summary.update(metrics)
-            finally:
-                run.finish()
-        except Exception as err:  # noqa: BLE001 - W&B trouble must not lose the evaluation
-            warnings.warn(
-                f"W&B logging into run {run_id} failed ({type(err).__name__}: {err})",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return
-        log.info(
-            "W&B: logged into run %s; upload with: wandb sync %s", run_id, Path(run.dir).parent
-        )
+        def write(run: Any) -> None:
+            run.log(metrics, **({} if step is None else {"step": step}))
+            run.summary.update(metrics)
+
+        init = {"id": run_id, "resume": "allow", "dir": str(run_dir)}
+        init |= {"project": options.get("project"), "entity": options.get("entity")}
+        folder = offline_run(init, write, f"W&B logging into run {run_id} failed")
+        if folder is not None:
+            log.info("W&B: logged into run %s; upload with: wandb sync %s", run_id, folder)
 
     @property
     def run_id(self) -> str | None:
@@ -366,3 +349,22 @@ class WandbTracker(Tracker):
     def run_dir_wandb(self) -> Path:
         """The run's own folder under ``<run_dir>/wandb`` (what ``wandb sync`` takes)."""
         return Path(self.run.dir).parent
+
+
+def offline_run(init: dict[str, Any], write: Callable[[Any], object], failure: str) -> Path | None:
+    """Opens a W&B run offline (never prompts, never waits on a server) with ``init``, lets
+    ``write`` log into it and finishes it; returns its folder (what ``wandb sync`` takes). A
+    W&B failure only warns (``failure``, then the error) and returns None: the caller's own
+    files hold the same numbers."""
+    try:
+        import wandb
+
+        run = wandb.init(mode="offline", settings=wandb.Settings(silent=True), **init)
+        try:
+            write(run)
+        finally:
+            run.finish()
+    except Exception as err:  # noqa: BLE001 - W&B trouble must not lose the caller's numbers
+        warnings.warn(f"{failure} ({type(err).__name__}: {err})", RuntimeWarning, stacklevel=3)
+        return None
+    return Path(run.dir).parent
