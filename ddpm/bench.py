@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.configs.presets import CONF_DIR, preset
@@ -82,7 +83,9 @@ def make_step(
 ) -> Callable[[], tuple[int, torch.Tensor]]:
     """The training loop's own step (:func:`ddpm.training.step.make_train_step`) on the next
     batch; returns the batch size and the loss (a device tensor)."""
-    state = TrainState.create(parts.model, parts.optimizer, settings.ema_decay)
+    state = TrainState.create(
+        parts.model, parts.optimizer, settings.ema_decay, settings.posthoc_ema_stds
+    )
     step_fn = make_train_step(state, parts.process, settings, device)
 
     def step() -> tuple[int, torch.Tensor]:
@@ -225,8 +228,11 @@ def process_table(
     steps, skipped = {}, {}
     for name in names:
         variant, node = cfg.copy(), OmegaConf.load(CONF_DIR / "process" / f"{name}.yaml")
+        node.pop("defaults", None)  # meanflow's switch of the network's input: set just below
         if variant.process._target_ != node._target_:  # the configured one keeps its keys
             variant.process = node
+            if "interval_input" in variant.model:  # the same net, with the input it needs
+                variant.model.interval_input = get_object(node._target_).interval_input
         try:  # e.g. model.prediction=v, which only process=ddpm trains
             parts = build_parts(variant, device)
         except UserError as err:

@@ -34,11 +34,13 @@ from ddpm.errors import UserError, fail, is_int, require
 from ddpm.evaluate.cache import evaluator_for
 from ddpm.frontend.cli import hydra_command, sampler_choice
 from ddpm.hardware import distributed
+from ddpm.hardware.devices import pick_device
 from ddpm.run import is_fresh, remove_run_dir, train_run
 from ddpm.runs import checkpoint as ckpt
-from ddpm.runs.load import data_root, load_for_sampling
+from ddpm.runs.load import checkpoint_path, data_root, load_for_sampling, load_trained
 from ddpm.samplers.ddim import DDIMSampler
 from ddpm.samplers.generate import balanced_labels
+from ddpm.training.consistency import ConsistencyTuning
 from ddpm.training.loop import Interrupted
 from ddpm.training.reflow import ReflowLoss, pair_dataset, teacher_pairs
 
@@ -46,10 +48,21 @@ log = logging.getLogger("ddpm")
 PAIRS_FILE = "pairs.pt"
 
 
+METHODS = ("reflow", "ect")
+
+
 def check_settings(cfg: DictConfig) -> list[int]:
     """The command's own keys, each a one-line error; returns ``calls`` as a sorted list."""
+    method = cfg.method.name
+    require(method in METHODS, "method.name", method, f"one of {', '.join(METHODS)}")
     for key in ("pairs", "pair_batch"):
-        require(is_int(cfg[key], 1), key, cfg[key], "an integer >= 1")
+        if method == "reflow":
+            require(is_int(cfg[key], 1), key, cfg[key], "an integer >= 1")
+        else:  # ect trains on the run's images: a pair setting would be composed and ignored
+            require(cfg[key] is None, key, cfg[key], "null: read by distill_method=reflow only")
+    if method == "ect":
+        require(cfg.get("sampler") is None, "sampler", "set",
+                "none: distill_method=ect draws no teacher samples")  # fmt: skip
     calls = OmegaConf.to_container(cfg.calls) if OmegaConf.is_list(cfg.calls) else cfg.calls
     ok = isinstance(calls, list) and calls and all(is_int(c, 1) for c in calls)
     ok = ok and len(set(calls)) == len(calls)
@@ -113,9 +126,61 @@ def load_pairs(path: Path, about: dict[str, Any]) -> tuple[torch.Tensor, ...] | 
     return saved["x0"], saved["z"], saved["labels"]
 
 
+def updates_done(optimizer: torch.optim.Optimizer) -> int:
+    """Optimizer steps taken so far (Adam's own count, restored with its state on resume)."""
+    for state in optimizer.state.values():
+        return int(state["step"])
+    return 0
+
+
+def consistency_tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """ECT: the teacher's weights tuned on its own training images into a consistency model
+    (:class:`~ddpm.training.consistency.ConsistencyTuning`) in ``run_dir``; its summary."""
+    calls = check_settings(cfg)
+    device = pick_device(cfg.device)
+    path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
+    teacher, model, grid = load_trained(cfg.run_dir, cfg.checkpoint, device, cfg.ema,
+                                        cfg.get("posthoc_ema"))  # fmt: skip
+    config = student_config(cfg, teacher, grid, calls)
+    settings = build(config.trainer)
+    ckpt.resume_path(settings.resume, run_dir)  # a bad trainer.resume, before any work
+    every = settings.eval_every
+    evaluator = evaluator_for(config.dataset, "trainer.eval_every", every) if every else None
+    data = build(config.dataset).load()
+    student = model.to(device).train()
+    student.prediction = config.model.prediction
+    optimizer = build_optimizer(config.optimizer, student, settings)
+    options = {k: v for k, v in OmegaConf.to_container(cfg.method).items() if k != "name"}
+    loss = ConsistencyTuning(
+        grid,
+        None if grid.precond is not None else student.prediction,
+        settings.total_steps(len(data)),
+        lambda: updates_done(optimizer),
+        **options,
+    )
+    parts = Parts(
+        settings=settings,
+        model=student,
+        schedule=grid,
+        sampler=build(config.sampler, schedule=grid),
+        optimizer=optimizer,
+        dataset=None,
+        logger=build(config.logger, _partial_=True),
+        process=loss,
+    )
+    record = {"teacher": str(path.resolve()), "method": OmegaConf.to_container(cfg.method)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "distill.json").write_text(json.dumps(record, indent=2) + "\n")
+    torch.manual_seed(settings.seed)  # the loss's draws (a resume restores the stream)
+    return train_run(config, parts, data, run_dir, device, distributed.SINGLE, evaluator)
+
+
 def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> dict[str, Any]:
     """Draws (or reloads) the pairs, then trains the student in ``run_dir``; its summary.
-    Every setting is checked before the pairs are drawn."""
+    Every setting is checked before the pairs are drawn. ``distill_method=ect``: no pairs,
+    :func:`consistency_tune`."""
+    if cfg.method.name == "ect":
+        return consistency_tune(cfg, run_dir)
     calls = check_settings(cfg)
     job = load_for_sampling(cfg)  # the teacher, with the pairs' solver
     if job.sampler.stochastic:
@@ -148,6 +213,8 @@ def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> di
         "seed": settings.seed,
         "calls": calls,  # a resumed student trains for the same plans
     }
+    if job.posthoc_ema is not None:  # a key the pairs files of earlier teachers lack
+        about["posthoc_ema"] = job.posthoc_ema
     path = run_dir / PAIRS_FILE
     pairs = load_pairs(path, about)
     if pairs is None:

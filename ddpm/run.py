@@ -32,6 +32,7 @@ from ddpm.hardware.devices import pick_device
 from ddpm.runs import checkpoint
 from ddpm.runs.same_run import check_same_run, stored_record
 from ddpm.runs.tracking import SilentTracker
+from ddpm.training import posthoc_ema
 from ddpm.training.loop import Interrupted, train
 from ddpm.training.outputs import RunOutputs
 from ddpm.training.state import TrainState
@@ -113,7 +114,9 @@ def train_run(
     is one) with the tracker open; ``cfg`` is what the checkpoints record."""
     settings = parts.settings
     config = OmegaConf.to_container(cfg, resolve=True)
-    state = TrainState.create(parts.model, parts.optimizer, settings.ema_decay)
+    state = TrainState.create(
+        parts.model, parts.optimizer, settings.ema_decay, settings.posthoc_ema_stds
+    )
     resumed: dict[str, Any] = {}
     start_path = checkpoint.resume_path(settings.resume, run_dir)
     if start_path is not None:
@@ -123,6 +126,8 @@ def train_run(
         state.load_state_dict(start, start_path)
         resumed = {"resume_step": start["step"], "resume_id": checkpoint.run_id(start)}
         log.info("resumed at step %d (epoch %d) from %s", state.step, state.epoch, start_path)
+    elif removed := posthoc_ema.clear_snapshots(run_dir):
+        log.info("a fresh start: removed %d post-hoc EMA snapshots of an earlier run", removed)
     log_plan(cfg, settings, parts, len(data), run_dir)
     open_tracker = parts.logger if ranks.main else SilentTracker
     with open_tracker(run_dir=run_dir, run_config=config, **resumed) as tracker:

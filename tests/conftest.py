@@ -140,6 +140,62 @@ class ProcessOracle(torch.nn.Module):
         return ((x0 - c_skip * x) / c_out).to(x_in.dtype)
 
 
+class MeanFlowOracle(torch.nn.Module):
+    """The exact average velocity of x0 ~ N(0, s^2 I) on process=meanflow's path, counting
+    calls; called as the process calls its network: (z, rows of (c t, c (t - r))), c the
+    process's ``time_scale``, or a plain level c t for r = t.
+
+    The flow map is linear, z_r = a(r)/a(t) z_t with a(t)^2 = (1 - t)^2 s^2 + t^2, so
+    u = (1 - a(r)/a(t)) z / (t - r), and at r = t the velocity (t - (1 - t) s^2) z / a(t)^2.
+    ``scale`` != 1 makes it wrong; so does ``ignore_r`` (the velocity at t whatever r, as a
+    flow-matching network gives).
+    """
+
+    def __init__(self, process, s: float, scale: float = 1.0, ignore_r: bool = False) -> None:
+        super().__init__()
+        self.time_scale, self.s, self.scale, self.ignore_r = process.time_scale, s, scale, ignore_r
+        self.prediction, self.in_channels, self.image_size = "eps", 1, 1
+        self.calls: list[int] = []
+
+    def std(self, t: torch.Tensor) -> torch.Tensor:
+        """a(t): the std of z_t."""
+        return ((1 - t) ** 2 * self.s**2 + t**2).sqrt()
+
+    def forward(self, z: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        self.calls.append(z.shape[0])
+        if levels.ndim == 1:
+            levels = torch.stack([levels, torch.zeros_like(levels)], dim=1)
+        t, gap = levels[:, 0] / self.time_scale, levels[:, 1] / self.time_scale
+        if self.ignore_r:
+            gap = torch.zeros_like(gap)
+        positive = gap > 0
+        ratio = self.std(t - gap) / self.std(t)
+        average = (1 - ratio) / torch.where(positive, gap, torch.ones_like(gap))
+        instantaneous = (t - (1 - t) * self.s**2) / self.std(t) ** 2
+        coef = torch.where(positive, average, instantaneous)
+        return self.scale * coef.reshape(-1, *([1] * (z.ndim - 1))) * z
+
+
+def sampler_class(option: str) -> type:
+    """The class ``conf/sampler/<option>.yaml`` builds (a preset's defaults list followed)."""
+    from hydra.utils import get_object
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONF / "sampler" / f"{option}.yaml")
+    while "_target_" not in node:
+        parent = next(entry for entry in node.defaults if entry != "_self_")
+        node = OmegaConf.load(CONF / "sampler" / f"{parent}.yaml")
+    return get_object(node._target_)
+
+
+def needs_average_velocity(option: str) -> bool:
+    """Sampler options that only a process learning average velocities serves
+    (``sampler=one_step``): the tests that run every option give them process=meanflow."""
+    from ddpm.samplers import OneStepSampler
+
+    return issubclass(sampler_class(option), OneStepSampler)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished TINY training run (T=20, 4 steps) for the commands that read runs back."""

@@ -89,7 +89,9 @@ def test_an_unknown_variant_is_one_line(make_bench_cfg):
 def test_an_unknown_process_in_the_table_is_one_line(make_bench_cfg):
     from ddpm.bench import process_table
 
-    with pytest.raises(UserError, match=r"^bench.processes=\['vp'\]: a list of ddpm, edm, flow$"):
+    with pytest.raises(
+        UserError, match=r"^bench.processes=\['vp'\]: a list of ddpm, edm, flow, meanflow$"
+    ):
         process_table(make_bench_cfg("bench.processes=[vp]"), torch.device("cpu"), iter)
 
 

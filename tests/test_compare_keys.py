@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from ddpm.compare import compare, find_jobs
+from ddpm.compare import compare
+from ddpm.comparison.jobs import find_jobs
 
 
 def columns(text: str) -> dict[str, list[str]]:

@@ -13,8 +13,10 @@ import pytest
 from test_compare_keys import columns, make_job
 from wandb_files import _chunks, read_runs
 
-from ddpm.compare import find_jobs, loss_figure, report
+from ddpm.compare import loss_figure, report
+from ddpm.comparison.jobs import find_jobs
 from ddpm.comparison.stats import summarize
+from ddpm.errors import UserError
 
 T_975_2 = 4.302652729749462
 FID = "FID [training: heun/20 calls/200 samples]"
@@ -96,6 +98,26 @@ def test_the_best_setting_is_tested_against_every_other(sweep):
     assert section.index("| FID [") < section.index("| KID [")  # FID first
     md = (sweep / "comparison.md").read_text()
     assert "## Comparisons" in md and rows[0] in md
+
+
+def test_a_named_baseline_is_tested_against_every_other_setting_with_its_ratio(sweep):
+    """baseline=optimizer.lr=1e-4 (FIDs 50, 53, 55): lr=1e-3 (40, 42, 44) is a paired win,
+    1.25x (52.67 / 42); lr=1e-2 has one seed, so no verdict."""
+    section = report(sweep, baseline="optimizer.lr=1e-4").comparisons
+    assert "Every setting against the baseline `optimizer.lr=1e-4`" in section
+    rows = [r for r in section.splitlines() if r.startswith(f"| {FID} |")]
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    assert [c[1:3] for c in cells] == [
+        ["`optimizer.lr=1e-3`", "`optimizer.lr=1e-4`"],
+        ["`optimizer.lr=1e-2`", "`optimizer.lr=1e-4`"],
+    ]
+    assert cells[0][4] == f"{statistics.mean([50, 53, 55]) / 42:.2f}x"
+    assert cells[0][3] == f"{statistics.mean([-10.0, -11.0, -11.0]):.2f}"
+    assert cells[0][-1].startswith("**win**: paired t-test over 3 seeds")
+    assert cells[1][4] == f"{statistics.mean([50, 53, 55]) / 45:.2f}x"
+    assert cells[1][-1].startswith("not established: n=1")
+    with pytest.raises(UserError, match=r"baseline='lr=1': a setting's label: \['optimizer"):
+        report(sweep, baseline="lr=1")
 
 
 def test_replicate_keys_empty_gives_a_row_per_job(sweep):

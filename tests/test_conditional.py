@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import SAMPLER_OPTIONS, fast_only, needs_mnist, run_module
+from conftest import SAMPLER_OPTIONS, fast_only, needs_average_velocity, needs_mnist, run_module
 
 from ddpm.configs.presets import preset
 from ddpm.diffusion.objective import diffusion_loss, drop_labels
@@ -15,9 +15,10 @@ from ddpm.samplers import auto_plan
 
 
 class CountingUNet(UNet):
-    """A tiny conditional U-Net that records the batch size of every forward call."""
+    """A tiny conditional U-Net that records the batch size of every forward call
+    (``interval_input``: one that process=meanflow trains, for ``sampler=one_step``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval_input: bool = False) -> None:
         super().__init__(
             channels=(8, 16),
             time_dim=8,
@@ -26,6 +27,7 @@ class CountingUNet(UNet):
             image_size=28,
             prediction="eps",
             num_classes=10,
+            interval_input=interval_input,
         )
         self.calls: list[int] = []
 
@@ -72,12 +74,20 @@ def with_steps(option: str, steps: int) -> dict:
     return {} if option == "adaptive" else {"steps": steps}
 
 
+def served(option: str, timesteps: int) -> tuple[CountingUNet, object]:
+    """A counting network and the table ``option`` samples on: a DDPM schedule of
+    ``timesteps``, or for a sampler that needs average velocities (``one_step``) the meanflow
+    grid and a network with the interval input."""
+    if needs_average_velocity(option):
+        return CountingUNet(interval_input=True).eval(), preset("process", "meanflow").grid
+    return CountingUNet().eval(), preset("schedule", "linear", timesteps=timesteps)
+
+
 @pytest.mark.parametrize("option", SAMPLER_OPTIONS)
 def test_every_sampler_draws_guided_labels_in_one_doubled_call_per_evaluation(
     option, tmp_path
 ) -> None:
-    model = CountingUNet().eval()
-    schedule = preset("schedule", "linear", timesteps=20)
+    model, schedule = served(option, 20)
     sampler = preset(
         "sampler", option, schedule=schedule, guidance_scale=2.0, **with_steps(option, 3)
     )
@@ -90,8 +100,7 @@ def test_every_sampler_draws_guided_labels_in_one_doubled_call_per_evaluation(
 
 @pytest.mark.parametrize("option", fast_only(SAMPLER_OPTIONS, lambda o: o in ("ddim", "unipc")))
 def test_guidance_scale_limits_are_exact_and_batched(option) -> None:
-    model = CountingUNet().eval()
-    schedule = preset("schedule", "linear", timesteps=50)
+    model, schedule = served(option, 50)
     x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([40, 40, 40]), torch.tensor([7, 1, 7])
     null = torch.full_like(y, model.null_label)
     with torch.no_grad():

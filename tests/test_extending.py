@@ -170,5 +170,6 @@ def test_an_unknown_option_is_still_refused_with_the_search_path_in_the_list(ext
 
     with pytest.raises(UserError) as err:
         check_command_line([f"hydra.searchpath=[file://{extension}]", "sampler=nope"])
-    assert str(err.value).startswith("sampler='nope': unknown sampler; allowed: adaptive, ddim")
+    allowed = "sampler='nope': unknown sampler; allowed: adaptive, consistency, ddim"
+    assert str(err.value).startswith(allowed)
     assert "shrink" in str(err.value)

@@ -15,7 +15,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from ddpm.compare import find_jobs, report, settings
+from ddpm.compare import report
+from ddpm.comparison.jobs import find_jobs, settings
 from ddpm.frontend.cli import numbered_options
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import DATA_ROOT, REPO, TINY, needs_mnist
 
+from ddpm.configs.later_keys import LATER_KEYS
 from ddpm.errors import UserError
 from ddpm.runs.same_run import MAY_DIFFER, check_same_run, differing_keys
 from ddpm.runs.tracking import read_metrics
@@ -28,6 +29,17 @@ def test_only_keys_outside_the_budget_and_tracker_count():
     job["model"]["channels"] = [16, 64]
     job["process"] = {"levels": 1000}
     assert differing_keys(STORED, job) == ["model.channels", "process.levels", "trainer.seed"]
+
+
+def test_a_run_written_before_a_key_existed_matches_only_the_keys_old_behaviour():
+    """The stored record lacks trainer.lr_schedule: a job with constant (what the run did)
+    resumes it; a job asking for a decay is another run."""
+    job = {"trainer": {"seed": 0, "max_steps": 10, "lr": 1e-3, "lr_schedule": "constant"},
+           "model": {"channels": [16, 32]}}  # fmt: skip
+    assert LATER_KEYS["trainer.lr_schedule"] == "constant"
+    assert differing_keys(STORED, job) == []
+    job["trainer"]["lr_schedule"] = "linear"
+    assert differing_keys(STORED, job) == ["trainer.lr_schedule"]
 
 
 def test_another_config_is_refused_in_one_line_naming_the_folder_and_keys(tmp_path):

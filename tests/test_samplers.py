@@ -2,11 +2,17 @@ import math
 
 import pytest
 import torch
-from conftest import SAMPLER_OPTIONS, GaussianOracle, fast_only
+from conftest import (
+    SAMPLER_OPTIONS,
+    GaussianOracle,
+    MeanFlowOracle,
+    fast_only,
+    needs_average_velocity,
+)
 from hydra.utils import instantiate
 
 from ddpm.configs.presets import preset
-from ddpm.configs.run_config import validate
+from ddpm.configs.run_config import build_process, validate
 from ddpm.diffusion.plans import SPACINGS
 from ddpm.errors import UserError
 from ddpm.samplers import Sampler, auto_plan, spaced_timesteps
@@ -277,14 +283,20 @@ def test_every_sampler_yaml_builds_and_its_nfe_is_the_calls_it_makes(make_cfg, o
     """Every file in conf/sampler, found by listing the folder (a new sampler needs no row
     here): it validates, samples the Gaussian oracle (on the plan fitted to it, for a preset
     with ``plan: auto``), and ``nfe`` is the counted network calls per image (known before
-    sampling, except for the adaptive solver)."""
-    cfg = make_cfg(f"sampler={option}", "schedule=sigmoid")
+    sampling, except for the adaptive solver). A sampler that needs average velocities
+    (``one_step``) runs on process=meanflow and its exact network."""
+    if needs_average_velocity(option):
+        cfg = make_cfg(f"sampler={option}", "process=meanflow")
+        process = build_process(cfg)
+        schedule, model = process.grid, MeanFlowOracle(process, S)
+    else:
+        cfg = make_cfg(f"sampler={option}", "schedule=sigmoid")
+        schedule = instantiate(cfg.schedule)
+        model = CountingOracle(schedule)
     validate(cfg)
-    schedule = instantiate(cfg.schedule)
     sampler = instantiate(cfg.sampler, schedule=schedule)
     assert isinstance(sampler, Sampler)
     planned = sampler.nfe
-    model = CountingOracle(schedule)
     sampler = auto_plan.resolve(sampler, model, tmp_path, "cpu", progress=False)
     model.calls.clear()  # the fit's own calls
     x, _ = sampler.sample(model, (3, 1, 1, 1), generator=torch.Generator().manual_seed(0))

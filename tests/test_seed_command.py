@@ -105,7 +105,12 @@ def test_a_sweep_job_is_checked_on_its_own_overrides(make_cfg):
     check_named(flow, ["process=flow", "trainer.seed=1"])
     with pytest.raises(UserError, match=r"^schedule='linear': read by process=ddpm only"):
         check_named(flow, ["process=flow", "schedule=linear"])
-    assert readers() == {"schedule": ("ddpm",), "model.prediction": ("ddpm",)}
+    assert readers() == {
+        "schedule": ("ddpm",),
+        "model.prediction": ("ddpm",),
+        "trainer.loss_weighting": ("ddpm", "edm", "flow"),
+        "model.interval_input": ("meanflow",),
+    }
 
 
 # --- sampler.plan=auto ----------------------------------------------------------------------

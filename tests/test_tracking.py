@@ -196,7 +196,8 @@ def test_compare_tells_repeated_runs_apart_and_draws_single_points(tmp_path):
     assert "`model=small (#0)`" in text and "`model=small (#1)`" in text
     assert "`model=base`" in text
     assert (tmp_path / "comparison.png").is_file()
-    from ddpm.compare import find_jobs, loss_figure
+    from ddpm.compare import loss_figure
+    from ddpm.comparison.jobs import find_jobs
 
     lines = loss_figure(find_jobs(tmp_path), "t").axes[0].lines
     assert [line.get_label() for line in lines] == [

@@ -19,8 +19,10 @@ import torch
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
+from ddpm.configs.later_keys import completed
 from ddpm.configs.presets import CONF_DIR, build
 from ddpm.errors import UserError, fail, is_int, require
+from ddpm.training.lr_schedule import remember_base_lr
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 GROUPS = ("model", "schedule", "process", "optimizer", "sampler", "dataset", "logger", "trainer")
@@ -112,6 +114,7 @@ def build_process(cfg: DictConfig) -> Any:
     node = cfg.get("process")
     if node is None:
         node = DictConfig({"_target_": "ddpm.processes.DDPMProcess"})
+    node = completed("process", node)  # a run saved before a key existed
     target = get_object(node._target_)
     if "schedule" in inspect.signature(target).parameters:
         return build(node, schedule=build(cfg.schedule))
@@ -124,6 +127,7 @@ def build_optimizer(node: DictConfig, model: torch.nn.Module, settings: Any) -> 
     optimizer = build(node)(model.parameters())
     for group in optimizer.param_groups:
         group["lr"] *= settings.lr_factor()
+    remember_base_lr(optimizer)  # the rate trainer.lr_schedule scales step by step
     return optimizer
 
 

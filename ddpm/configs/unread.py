@@ -1,11 +1,13 @@
 """Keys that only some processes read: what a run does with them under the others.
 
 The ``schedule`` group and ``model.prediction`` are DDPM's (``DDPMProcess.reads``); a flow or
-EDM run never reads them. So a run refuses them when the command line names them under such
-a process (one line that says which process reads them), and drops the ``schedule`` node a
-recipe composed from the config it records and logs, so what a run records is what it ran.
-``model.prediction`` stays: the network is built with it, and a continuous process checks it
-is the default (``eps``).
+EDM run never reads them. ``model.interval_input`` is MeanFlow's, and ``trainer.loss_weighting``
+every process's but MeanFlow's (its loss weights itself). So a run refuses them when the
+command line names them under such a process (one line that says which process reads them),
+and drops the ``schedule`` node a recipe composed from the config it records and logs, so what
+a run records is what it ran.
+``model.prediction`` and ``model.interval_input`` stay: the network is built with them, and each
+process checks they are what it trains (``eps``; the interval input for MeanFlow only).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ estimate with :func:`to_x0` and so never care which target a run used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,7 +15,8 @@ from torch import Tensor, nn
 from ddpm.diffusion.schedule import NoiseSchedule
 
 PREDICTIONS = ("eps", "x0", "v")
-LOSS_WEIGHTINGS = ("none", "min_snr")
+LOSS_WEIGHTINGS = ("none", "min_snr", "soft_min_snr")
+MIN_SNR_GAMMA = 5.0  # Hang et al. 2023's gamma, for every process
 
 
 def _coefs(schedule: NoiseSchedule, t: Tensor, ndim: int) -> tuple[Tensor, Tensor]:
@@ -63,18 +66,33 @@ def to_eps(x0: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule) -> Tenso
     return (x_t - a * x0) / s
 
 
+def x0_weight(snr: Tensor, weighting: str, gamma: float = MIN_SNR_GAMMA) -> Tensor:
+    """A weighting's per-sample weight on the x0 error at signal-to-noise ratio ``snr``.
+
+    ``min_snr`` (Hang et al. 2023): min(SNR, gamma). ``soft_min_snr`` (Crowson et al. 2024):
+    the smooth minimum SNR gamma / (SNR + gamma) (1 / (1/SNR + 1/gamma)), which tends to
+    min_snr far from SNR = gamma and has no kink. (``none``, the process's own loss, is the
+    callers'.)
+    """
+    if weighting == "min_snr":
+        return snr.clamp(max=gamma)
+    if weighting == "soft_min_snr":
+        return snr * gamma / (snr + gamma)
+    raise ValueError(f"trainer.loss_weighting={weighting!r}: one of {', '.join(LOSS_WEIGHTINGS)}")
+
+
 def loss_weight(
-    prediction: str, weighting: str, t: Tensor, schedule: NoiseSchedule, gamma: float = 5.0
+    prediction: str,
+    weighting: str,
+    t: Tensor,
+    schedule: NoiseSchedule,
+    gamma: float = MIN_SNR_GAMMA,
 ) -> Tensor:
-    """Per-sample loss weights. ``min_snr``: Hang et al. 2023, min(SNR, gamma) in x0 units."""
+    """Per-sample loss weights on the ``prediction`` error (:func:`x0_weight` in x0 units)."""
     if weighting == "none":
         return torch.ones_like(t, dtype=torch.float32)
-    if weighting != "min_snr":
-        raise ValueError(
-            f"trainer.loss_weighting={weighting!r}: allowed {', '.join(LOSS_WEIGHTINGS)}"
-        )
     snr = schedule.snr[t]
-    clipped = snr.clamp(max=gamma)
+    clipped = x0_weight(snr, weighting, gamma)
     # An eps (v) error is an x0 error scaled by 1/snr (1/(snr+1)); undo that scale.
     return {"x0": clipped, "eps": clipped / snr, "v": clipped / (snr + 1)}[prediction]
 
@@ -124,11 +142,15 @@ def rank_part(
     labels: Tensor | None,
     label_dropout: float,
     part: slice,
+    couple: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Noise and label dropout drawn for the whole batch (after its noise levels, by the
     caller), then this rank's ``part`` of images, levels, noise and labels: every loss draws
-    in this order, so the split over ranks cannot change a draw."""
+    in this order, so the split over ranks cannot change a draw. ``couple(x0, noise)``
+    reorders the whole batch's noise over its images (flow matching's OT pairing) first."""
     noise = torch.randn_like(x0)
+    if couple is not None:
+        noise = couple(x0, noise)
     if labels is not None:
         labels = drop_labels(labels, label_dropout, model.null_label)[part]
     return x0[part], levels[part], noise[part], labels

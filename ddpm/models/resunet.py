@@ -9,7 +9,8 @@ every attention block and the final conv start at zero: every block is its skip 
 initialisation and the net outputs exactly 0, which keeps the first steps stable.
 
 Same interface as :class:`ddpm.models.unet.UNet`: ``forward(x, t, labels=None)``,
-``prediction``, ``image_size``, ``in_channels``, ``num_classes`` and ``null_label``.
+``prediction``, ``image_size``, ``in_channels``, ``num_classes``, ``null_label`` and
+``interval_input`` (``t`` then (level, interval) rows).
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class ResUNet(DenoisingNet):
         image_size: int,
         prediction: str,
         num_classes: int | None,
+        interval_input: bool,
     ) -> None:
         super().__init__()
         check_unet_args(
@@ -182,6 +184,7 @@ class ResUNet(DenoisingNet):
             image_size,
             prediction,
             num_classes,
+            interval_input,
         )
         channels = list(channels)
         attention_resolutions = _attention_sizes(
@@ -192,7 +195,9 @@ class ResUNet(DenoisingNet):
         )
         time_dim = 4 * channels[0] if time_dim is None else time_dim
         self.attention_resolutions = list(attention_resolutions)
-        self._init_embedding(time_dim, in_channels, image_size, prediction, num_classes)
+        self._init_embedding(
+            time_dim, in_channels, image_size, prediction, num_classes, interval_input
+        )
 
         def res(c_in: int, c_out: int) -> ResBlock:
             return ResBlock(c_in, c_out, time_dim, norm_groups, dropout)

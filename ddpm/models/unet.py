@@ -2,6 +2,11 @@
 
 With ``channels=[64, 128, 256]``, ``time_dim=32``, ``norm_groups=8`` on 28x28x1 it is exactly
 the study note's network (2,979,265 parameters): see ``../shared/SEED.md``.
+
+``interval_input`` (every network here, off by default) adds a second noise-level input, the
+interval t - r over which ``process=meanflow``'s network averages the velocity: the noise-level
+argument is then a (batch, 2) tensor of (level, interval), each embedded like the timestep and
+the two embeddings added (MeanFlow's (t, t - r) conditioning, Geng et al. 2025).
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ def check_unet_args(
     image_size: int,
     prediction: str,
     num_classes: int | None,
+    interval_input: bool,
 ) -> None:
-    """The rules every U-Net of this package shares (widths, groups, sizes, target, labels)."""
+    """The rules every U-Net of this package shares (widths, groups, sizes, target, labels,
+    inputs)."""
     channels = plain(channels)
     require(
         isinstance(channels, list | tuple)
@@ -79,6 +86,12 @@ def check_unet_args(
         num_classes,
         "an integer >= 1, or null",
     )
+    require(
+        isinstance(interval_input, bool),
+        "model.interval_input",
+        interval_input,
+        "true or false (true: a second noise-level input, the interval t - r of process=meanflow)",
+    )
 
 
 class Block(nn.Module):
@@ -115,6 +128,7 @@ class DenoisingNet(nn.Module):
         image_size: int,
         prediction: str,
         num_classes: int | None,
+        interval_input: bool,
     ) -> None:
         self.prediction = prediction
         self.image_size = image_size
@@ -129,6 +143,13 @@ class DenoisingNet(nn.Module):
         self.num_classes = num_classes
         if num_classes is not None:
             self.label_embedding = nn.Embedding(num_classes + 1, time_dim)
+        # The interval t - r (process=meanflow): its own MLP on the same sinusoidal features,
+        # added to the level's embedding. Absent when off, so every other network is unchanged.
+        self.interval_input = interval_input
+        if interval_input:
+            self.interval_mlp = nn.Sequential(
+                nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
+            )
 
     @property
     def null_label(self) -> int:
@@ -138,11 +159,22 @@ class DenoisingNet(nn.Module):
         return self.num_classes
 
     def embed(self, t: Tensor, labels: Tensor | None) -> Tensor:
-        """``labels``: class per image, ``null_label`` for none; None = all unconditional."""
-        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
+        """``t``: the noise level per image, or with ``interval_input`` (level, interval) rows
+        (a plain level is interval 0: MeanFlow's r = t, the instantaneous velocity that every
+        multi-call sampler asks for). ``labels``: class per image, ``null_label`` for none;
+        None = all unconditional."""
+        if t.ndim == 2 and not self.interval_input:
+            raise ValueError(
+                "a (level, interval) input to a network with model.interval_input=false"
+            )
+        level = t if t.ndim == 1 else t[:, 0]
+        emb = self.time_mlp(sinusoidal_embedding(level, self.time_dim))
+        if self.interval_input:
+            interval = torch.zeros_like(level) if t.ndim == 1 else t[:, 1]
+            emb = emb + self.interval_mlp(sinusoidal_embedding(interval, self.time_dim))
         if self.num_classes is not None:
             if labels is None:  # an index, long whatever the dtype of t (float for flow, EDM)
-                labels = torch.full(t.shape, self.null_label, dtype=torch.long, device=t.device)
+                labels = torch.full(level.shape, self.null_label, dtype=torch.long, device=t.device)
             emb = emb + self.label_embedding(labels)
         elif labels is not None:
             raise ValueError("labels given to an unconditional model (model.num_classes=null)")
@@ -167,14 +199,24 @@ class UNet(DenoisingNet):
         image_size: int,
         prediction: str,
         num_classes: int | None,
+        interval_input: bool,
     ) -> None:
         super().__init__()
         check_unet_args(
-            channels, time_dim, norm_groups, in_channels, image_size, prediction, num_classes
+            channels,
+            time_dim,
+            norm_groups,
+            in_channels,
+            image_size,
+            prediction,
+            num_classes,
+            interval_input,
         )
         channels = list(channels)
         levels = len(channels)
-        self._init_embedding(time_dim, in_channels, image_size, prediction, num_classes)
+        self._init_embedding(
+            time_dim, in_channels, image_size, prediction, num_classes, interval_input
+        )
 
         def block(c_in: int, c_out: int, kind: str) -> Block:
             return Block(c_in, c_out, time_dim, norm_groups, kind)

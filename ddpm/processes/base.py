@@ -21,12 +21,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ddpm.diffusion.objective import LOSS_WEIGHTINGS, rank_part, weighted_mse
+from ddpm.diffusion.objective import rank_part, weighted_mse, x0_weight
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_int, require
 
 Net = Callable[[Tensor, Tensor], Tensor]  # (network input, noise-level input) -> output
-MIN_SNR_GAMMA = 5.0  # Hang et al. 2023's gamma, as for the DDPM process
 
 
 class Process:
@@ -37,6 +36,9 @@ class Process:
     # Config keys outside `process` that only some processes read (ddpm.configs.unread): a
     # run refuses them on the command line under a process that does not list them.
     reads: tuple[str, ...] = ()
+    # Whether the network takes a second noise-level input, the interval t - r
+    # (``model.interval_input``): process=meanflow's average velocity; the others feed none.
+    interval_input = False
 
     def loss(
         self,
@@ -53,6 +55,12 @@ class Process:
 
     def check_model(self, model: nn.Module) -> None:
         """Refuses a network this process cannot train (one line)."""
+        got = getattr(model, "interval_input", False)  # a network of another kind has none
+        if self.interval_input:
+            allowed = f"true: process={self.name}'s network takes the interval t - r as an input"
+        else:
+            allowed = f"false: only process=meanflow feeds the interval t - r, not {self.name}"
+        require(got == self.interval_input, "model.interval_input", got, allowed)
 
     def describe(self) -> str:
         """What trains, in the run's plan line (``flow (logit_normal times)``)."""
@@ -71,6 +79,8 @@ class ContinuousProcess(Process):
     The grid: ``levels`` times, increasing, that samplers plan over (plans pick rows of it, as
     they pick timesteps of a DDPM schedule).
     """
+
+    reads: tuple[str, ...] = ("trainer.loss_weighting",)  # its weight on F (meanflow: its own)
 
     def __init__(self, levels: int) -> None:
         require(is_int(levels, 2), "process.levels", levels, "an integer >= 2")
@@ -103,6 +113,11 @@ class ContinuousProcess(Process):
         """c_in, c_skip, c_out and c_noise at times ``t``."""
         raise NotImplementedError
 
+    def coupling(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """How a batch's noise is paired with its images: None = independently (the default;
+        flow matching may pair by optimal transport)."""
+        return None
+
     def target(self, x0: Tensor, noise: Tensor, x: Tensor, t: Tensor) -> Tensor:
         """What F regresses on: (x0 - c_skip x) / c_out (subclasses may say it more exactly)."""
         _, c_skip, c_out, _ = (_shaped(c, x.ndim) for c in self.coefficients(t))
@@ -123,12 +138,13 @@ class ContinuousProcess(Process):
         part: slice = slice(None),
     ) -> Tensor:
         """Mean squared error of F, weighted per image (``none``: 1, which is flow matching's
-        loss and EDM's lambda(sigma) = 1/c_out^2 weighting of the x0 error; ``min_snr``:
-        min(SNR, 5) in x0 units). Draws times, noise and label dropout for the whole batch
-        first, in that order, so the split over ranks cannot change them."""
+        loss and EDM's lambda(sigma) = 1/c_out^2 weighting of the x0 error; ``min_snr`` and
+        ``soft_min_snr``: :func:`~ddpm.diffusion.objective.x0_weight` in x0 units). Draws
+        times, noise and label dropout for the whole batch first, in that order, so the split
+        over ranks cannot change them."""
         size = x0.shape[0]
         t = self.draw(size, x0.device)
-        x0, t, noise, labels = rank_part(model, x0, t, labels, label_dropout, part)
+        x0, t, noise, labels = rank_part(model, x0, t, labels, label_dropout, part, self.coupling())
         x = self.noised(x0, t, noise)
         c_in, _, c_out, c_noise = self.coefficients(t)
         net_in = _shaped(c_in, x.ndim) * x
@@ -140,12 +156,11 @@ class ContinuousProcess(Process):
         """Per-image loss weights on F's error (an x0 error is c_out times it)."""
         if weighting == "none":
             return torch.ones_like(t)
-        if weighting != "min_snr":
-            raise ValueError(f"weighting={weighting!r}: one of {', '.join(LOSS_WEIGHTINGS)}")
         snr = (self.alpha(t) / self.sigma(t)) ** 2
-        return snr.clamp(max=MIN_SNR_GAMMA) * c_out**2
+        return x0_weight(snr, weighting) * c_out**2
 
     def check_model(self, model: nn.Module) -> None:
+        super().check_model(model)
         prediction = getattr(model, "prediction", "eps")  # the default, unless named
         require(
             prediction == "eps",

@@ -19,7 +19,7 @@ class DDPMProcess(Process):
     """The schedule's process: training draws t ~ U{0..T-1}, the target is the model's."""
 
     name = "ddpm"
-    reads = ("schedule", "model.prediction")
+    reads = ("schedule", "model.prediction", "trainer.loss_weighting")
 
     def __init__(self, schedule: NoiseSchedule) -> None:
         self.grid = schedule

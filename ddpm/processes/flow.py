@@ -8,13 +8,17 @@ was sized for) and predicts the velocity v = eps - x0, so x0_hat = x_t - t v_hat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ddpm.errors import is_number, require
 from ddpm.processes.base import ContinuousProcess
 
 TIME_SAMPLINGS = ("uniform", "logit_normal")
+PAIRINGS = ("independent", "ot")
 NET_SCALE = 1000.0
 
 
@@ -26,7 +30,10 @@ class FlowProcess(ContinuousProcess):
     middle times. ``shift`` (SD3's time shift, 1 = none): t -> shift t / (1 + (shift - 1) t)
     for training draws and the sampling grid alike; > 1 moves both toward noise. ``levels``:
     the sampling grid's times, t_k = shift((k + 1) / (levels + 1)), so the grid stops short of
-    t = 0 (x_t is the image) and t = 1 (no signal: alpha = 0).
+    t = 0 (x_t is the image) and t = 1 (no signal: alpha = 0). ``pairing``: ``independent``
+    noise per image, or ``ot``: the batch's noise reordered to the minimum total squared
+    distance to its images (mini-batch optimal transport, Tong et al. 2024; Pooladian et al.
+    2023), which straightens the paths the network learns.
     """
 
     name = "flow"
@@ -39,6 +46,7 @@ class FlowProcess(ContinuousProcess):
         logit_std: float,
         shift: float,
         levels: int,
+        pairing: str,
     ) -> None:
         require(
             time_sampling in TIME_SAMPLINGS,
@@ -51,6 +59,8 @@ class FlowProcess(ContinuousProcess):
             is_number(logit_std) and logit_std > 0, "process.logit_std", logit_std, "a number > 0"
         )
         require(is_number(shift) and shift > 0, "process.shift", shift, "a number > 0 (1 = none)")
+        require(pairing in PAIRINGS, "process.pairing", pairing, f"one of {', '.join(PAIRINGS)}")
+        self.pairing = pairing
         self.time_sampling = time_sampling
         self.logit_mean, self.logit_std, self.shift = float(logit_mean), float(logit_std), shift
         super().__init__(levels)
@@ -60,7 +70,8 @@ class FlowProcess(ContinuousProcess):
         if times == "logit_normal":
             times += f" {self.logit_mean:g}/{self.logit_std:g}"
         shift = f", shift {self.shift:g}" if self.shift != 1 else ""
-        return f"flow ({times} times{shift}, velocity target)"
+        ot = ", OT pairs" if self.pairing == "ot" else ""
+        return f"flow ({times} times{shift}{ot}, velocity target)"
 
     def alpha(self, t: Tensor) -> Tensor:
         return 1.0 - t
@@ -91,3 +102,14 @@ class FlowProcess(ContinuousProcess):
 
     def target(self, x0: Tensor, noise: Tensor, x: Tensor, t: Tensor) -> Tensor:
         return noise - x0
+
+    def coupling(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        return ot_pairs if self.pairing == "ot" else None
+
+
+def ot_pairs(x0: Tensor, noise: Tensor) -> Tensor:
+    """``noise`` reordered so that sum_i |x0_i - noise_i|^2 is the least any order gives (an
+    exact assignment, Hungarian-type, on the CPU: a batch of 128 takes about a millisecond)."""
+    cost = torch.cdist(x0.flatten(1).float(), noise.flatten(1).float()).pow(2)
+    _, columns = linear_sum_assignment(cost.cpu().numpy())
+    return noise[torch.as_tensor(columns, device=noise.device)]

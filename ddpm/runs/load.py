@@ -2,7 +2,8 @@
 
 Every command that reads a finished run (``ddpm.sample``, ``ddpm.denoise``, later evaluation)
 goes through :func:`load_trained`, so "what a run is" is defined once: the resolved config
-saved inside its checkpoint, not whatever ``conf/`` says today.
+saved inside its checkpoint, not whatever ``conf/`` says today. ``posthoc_ema=<sigma_rel>``
+swaps in the weights :mod:`ddpm.training.posthoc_ema` rebuilds from the run's snapshots.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ddpm.configs.later_keys import completed
 from ddpm.configs.presets import build
 from ddpm.configs.run_config import build_process
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.errors import UserError, fail, require
+from ddpm.errors import UserError, fail, is_number, require
 from ddpm.hardware.devices import pick_device
 from ddpm.runs import checkpoint as ckpt
 from ddpm.samplers import auto_plan
 from ddpm.samplers.base import Sampler
+from ddpm.training import posthoc_ema as phema
 
 
 def checkpoint_path(run_dir: str | Path | None, checkpoint: str | Path | None = None) -> Path:
@@ -51,30 +54,61 @@ def load_trained(
     checkpoint: str | Path | None = None,
     device: torch.device | str = "cpu",
     ema: bool = True,
+    posthoc_ema: float | None = None,
 ) -> tuple[DictConfig, nn.Module, NoiseSchedule]:
     """The run's config, its network (weights loaded, eval mode, on ``device``) and schedule.
-    ``ema``: the EMA weights when the run kept them (else, or when False, the raw ones)."""
-    cfg, model, schedule, _, _ = _rebuild(checkpoint_path(run_dir, checkpoint), device, ema)
+    ``ema``: the EMA weights when the run kept them (else, or when False, the raw ones).
+    ``posthoc_ema``: a sigma_rel, the weights rebuilt from the run's post-hoc EMA snapshots."""
+    path = checkpoint_path(run_dir, checkpoint)
+    posthoc = posthoc_choice(posthoc_ema, ema)
+    cfg, model, schedule, _, _ = _rebuild(path, device, ema, posthoc, run_folder(run_dir, path))
     return cfg, model, schedule
 
 
+def posthoc_choice(value: object, ema: bool = True) -> float | None:
+    """The ``posthoc_ema`` key: null, or the relative std the snapshots are combined into."""
+    if value is None:
+        return None
+    require(
+        is_number(value) and 0 < value <= phema.SIGMA_REL_MAX,
+        "posthoc_ema",
+        value,
+        f"a relative EMA std sigma_rel in (0, {phema.SIGMA_REL_MAX:.4f}] (e.g. 0.08), or null",
+    )
+    require(ema, "ema", ema, f"posthoc_ema={value:g} replaces the EMA and raw weights; keep true")
+    return float(value)
+
+
 def _rebuild(
-    path: Path, device: torch.device | str, ema: bool = True
+    path: Path,
+    device: torch.device | str,
+    ema: bool = True,
+    posthoc: float | None = None,
+    run_dir: Path | None = None,
 ) -> tuple[DictConfig, nn.Module, NoiseSchedule, int | None, str | None]:
     """Reads a checkpoint once: config, network, schedule, the training step it was at and
     the tracker's run id.
-    ``ema``: the EMA weights when the run kept them (else, or when False, the raw ones)."""
+    ``ema``: the EMA weights when the run kept them (else, or when False, the raw ones);
+    ``posthoc``: a sigma_rel, instead the weights rebuilt from ``<run_dir>/ema_profiles`` at
+    the checkpoint's step."""
+    run_dir = run_dir if run_dir is not None else run_folder(None, path)
+    if posthoc is not None:  # before the checkpoint is read: a run without snapshots
+        phema.require_snapshots(run_dir, posthoc)
     state = ckpt.load(path, map_location=device)
     if not isinstance(state.get("config"), dict) or "model" not in state:
         fail("checkpoint", str(path), "holds no model weights and config")
     cfg = OmegaConf.create(state["config"])
-    model = instantiate(cfg.model)
+    model = instantiate(completed("model", cfg.model))
     # The EMA weights when the run kept them: they are what its samples were drawn with.
-    ckpt.load_weights(model, (state.get("ema") if ema else None) or state["model"], path)
+    weights = (state.get("ema") if ema else None) or state["model"]
+    step = state.get("step")
+    step = step if isinstance(step, int) else None
+    if posthoc is not None:  # integer buffers (none in this repo's networks) stay as saved
+        weights = {**weights, **phema.reconstruct_run(run_dir, posthoc, step).weights}
+    ckpt.load_weights(model, weights, path)
     model.to(device).eval()
     schedule = build_process(cfg).to(device).grid  # a run without `process` is a DDPM run
-    step = state.get("step")
-    return cfg, model, schedule, step if isinstance(step, int) else None, ckpt.run_id(state)
+    return cfg, model, schedule, step, ckpt.run_id(state)
 
 
 def output_dir(
@@ -117,6 +151,7 @@ class SamplingJob:
     step: int | None  # the training step the checkpoint was written at
     run_id: str | None  # the tracker's id of the run (W&B's), for numbers measured later
     ema: bool = True  # the run's EMA weights were asked for (``ema=false``: the raw ones)
+    posthoc_ema: float | None = None  # a sigma_rel: weights rebuilt from the run's snapshots
 
     def setting(self, sampler_name: str) -> str:
         """``<sampler>_<rows>``, plus ``_plan-<file stem>`` on a fitted plan: the stem of an
@@ -126,8 +161,10 @@ class SamplingJob:
         return name if plan is None else f"{name}_plan-{Path(plan).stem}"
 
     def tagged(self, name: str) -> str:
-        """An output name; ``_raw`` marks outputs of the raw weights, so they never share a
-        file or folder with the EMA's."""
+        """An output name; ``_raw`` marks outputs of the raw weights and ``_phema<sigma_rel>``
+        those of post-hoc EMA weights, so they never share a file or folder with the EMA's."""
+        if self.posthoc_ema is not None:
+            return f"{name}_phema{self.posthoc_ema:g}"
         return name if self.ema else f"{name}_raw"
 
 
@@ -138,11 +175,15 @@ def load_for_sampling(cfg: DictConfig) -> SamplingJob:
     path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
     use_ema = cfg.get("ema", True)
     require(isinstance(use_ema, bool), "ema", use_ema, "true (the run's EMA weights) or false")
-    run_cfg, model, schedule, step, run_id = _rebuild(path, device, use_ema)
+    posthoc = posthoc_choice(cfg.get("posthoc_ema"), use_ema)
+    run = run_folder(cfg.run_dir, path)
+    run_cfg, model, schedule, step, run_id = _rebuild(path, device, use_ema, posthoc, run)
     sampler = build(cfg.sampler, schedule=schedule)
     # sampler.plan=auto: fitted to these weights on first use, cached beside the run's plans
-    sampler = auto_plan.resolve(sampler, model, run_folder(cfg.run_dir, path) / "plans", device)
-    return SamplingJob(run_cfg, model, schedule, sampler, path, device, step, run_id, use_ema)
+    sampler = auto_plan.resolve(sampler, model, run / "plans", device)
+    return SamplingJob(
+        run_cfg, model, schedule, sampler, path, device, step, run_id, use_ema, posthoc
+    )
 
 
 def data_root(run_cfg: DictConfig, given: str | None) -> str | None:

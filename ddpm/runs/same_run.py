@@ -4,7 +4,8 @@ finished folder or resumes from the folder's ``last.pt``, so a sweep whose jobs 
 
 The stored side is the resolved config inside the folder's checkpoint (what the run trained);
 the job's side is the same record of its own config. Keys that may change on resume, the
-budget, where to resume from and where to log, are left out of the comparison.
+budget, where to resume from, where to log and the post-hoc EMA's snapshots, are left out of
+the comparison.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ddpm.configs.later_keys import LATER_KEYS
 from ddpm.errors import UserError
 from ddpm.runs import checkpoint
 
-# Keys that a continued run may change: its budget, the resume source, its tracker.
+# Keys that a continued run may change: its budget, the resume source, its tracker, and the
+# post-hoc EMA's profiles (one switched on mid-run starts at the resume step).
 MAY_DIFFER = (
     "trainer.max_steps",
     "trainer.max_minutes",
     "trainer.epochs",
     "trainer.resume",
+    "trainer.posthoc_ema_stds",
+    "trainer.posthoc_ema_every",
     "logger",
 )
 SHOWN = 4  # differing keys named in the message
@@ -39,6 +44,9 @@ def flat(node: Any, prefix: str = "") -> dict[str, Any]:
 def differing_keys(stored: dict[str, Any], job: dict[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ between two run records, less :data:`MAY_DIFFER`."""
     a, b = flat(stored), flat(job)
+    for key, value in LATER_KEYS.items():  # a run written before the key existed
+        if key not in a and b.get(key, value) == value:
+            a[key] = b[key] = value
     keep = [k for k in sorted(a.keys() | b.keys()) if not _may_differ(k)]
     return [k for k in keep if a.get(k, "<absent>") != b.get(k, "<absent>")]
 

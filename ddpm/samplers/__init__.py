@@ -10,6 +10,7 @@ from ddpm.samplers.dpm_solver_pp_sde import DPMSolverPPSDESampler
 from ddpm.samplers.euler import EulerSampler
 from ddpm.samplers.heun import HeunSampler
 from ddpm.samplers.midpoint import MidpointSampler
+from ddpm.samplers.one_step import OneStepSampler
 
 __all__ = [
     "AdaptiveODESampler",
@@ -21,6 +22,7 @@ __all__ = [
     "EulerSampler",
     "HeunSampler",
     "MidpointSampler",
+    "OneStepSampler",
     "Sampler",
     "spaced_timesteps",
 ]

@@ -1,10 +1,11 @@
 """The training loop, top to bottom.
 
-Each step: draw a batch, noise it at random timesteps, regress the network's output on the
-target, clip, update, EMA (:mod:`ddpm.training.step`). Every ``log_every`` steps the losses
+Each step: set the rate (:mod:`ddpm.training.lr_schedule`), draw a batch, noise it at random
+timesteps, regress the network's output on the target, clip, update, EMA
+(:mod:`ddpm.training.step`). Every ``log_every`` steps the losses
 come back from the device and a row is logged; grids, evaluations and checkpoints are plain
-calls (:mod:`ddpm.training.outputs`). At the end: last checkpoint, final grid, loss curve,
-summary.
+calls (:mod:`ddpm.training.outputs`), and so are the post-hoc EMA's snapshots. At the end:
+the last snapshots, last checkpoint, final grid, loss curve, summary.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from ddpm.data import ImageDataset, batch_stream
 from ddpm.hardware import distributed
 from ddpm.processes import Process
+from ddpm.training.lr_schedule import set_lr
 from ddpm.training.outputs import RunOutputs
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState
@@ -86,6 +88,7 @@ def train(
             started = time.perf_counter()
             epoch, idx = next(stream)
             idx = idx.to(device)
+            set_lr(state.optimizer, settings.lr_at(step, total, state.train_time_s))
             loss, grad_norm = step_fn(images[idx], None if labels is None else labels[idx])
             window.add(step, loss, len(idx))
             state.step, state.epoch = step, epoch
@@ -117,12 +120,16 @@ def train(
                 out.grid()
             if settings.eval_every and step % settings.eval_every == 0:
                 out.evaluate()
+            if state.posthoc_ema and step % settings.posthoc_ema_every == 0:
+                out.ema_profiles()
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
                 state.read_losses(out.last_checkpoint)  # never save weights a NaN touched
                 out.checkpoint(keep=True)
     bar.close()
 
     if main:
+        if state.posthoc_ema:
+            out.ema_profiles()
         out.checkpoint(keep=False)
         out.final_pictures()
     return out.finish(time.perf_counter() - wall_start)

@@ -1,4 +1,5 @@
-"""What a run writes while it trains: checkpoints, digit grids, quality measurements.
+"""What a run writes while it trains: checkpoints, post-hoc EMA snapshots, digit grids,
+quality measurements.
 
 Each is one plain call from the loop; only rank 0 writes (the loop calls these there).
 """
@@ -16,6 +17,7 @@ from ddpm.runs.tracking import Tracker
 from ddpm.samplers import auto_plan
 from ddpm.samplers.base import Sampler
 from ddpm.samplers.generate import balanced_labels, generate, label_rows, sample_images
+from ddpm.training import posthoc_ema
 from ddpm.training.settings import TrainerSettings
 from ddpm.training.state import TrainState
 
@@ -104,6 +106,16 @@ class RunOutputs:
         log.info("checkpoint at step %d: %s", step, path)
         self.tracker.log_checkpoint(path, step)
         return path
+
+    def ema_profiles(self) -> list[Path]:
+        """A snapshot of each post-hoc EMA profile, ``ema_profiles/<std>_<step>.pt``, from
+        which ``posthoc_ema=<sigma_rel>`` rebuilds any EMA length (never from weights a NaN
+        touched: the losses are read first)."""
+        self.state.read_losses(self.last_checkpoint)
+        folder = self.run_dir / posthoc_ema.FOLDER
+        paths = [posthoc_ema.save_snapshot(p, folder) for p in self.state.posthoc_ema]
+        log.info("post-hoc EMA snapshots at step %d: %s", self.state.step, folder)
+        return paths
 
     def sampler_for(self, model: torch.nn.Module) -> Sampler:
         """The run's sampler for these weights (``sampler.plan=auto``: on the plan fitted to

@@ -1,5 +1,6 @@
-"""What a checkpoint holds: the weights, their EMA, the optimizer, the position in the run,
-the recent losses and every random stream, with ``state_dict``/``load_state_dict``.
+"""What a checkpoint holds: the weights, their EMA, the post-hoc EMA's power profiles, the
+optimizer, the position in the run, the recent losses and every random stream, with
+``state_dict``/``load_state_dict``.
 
 Losses stay on the device while training runs (reading one waits for the GPU); the window
 of not-yet-logged steps is read back at log, checkpoint and sampling boundaries, where a
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from torch.optim.swa_utils import AveragedModel
 
 from ddpm.errors import UserError
 from ddpm.runs import checkpoint
+from ddpm.training.lr_schedule import remember_base_lr
+from ddpm.training.posthoc_ema import PowerEMA, tracked
 
 
 class NonFiniteLoss(UserError):
@@ -106,15 +109,29 @@ class TrainState:
     train_time_s: float = 0.0
     history: list[list[float]] = field(default_factory=list)  # [step, mean loss] per log row
     window: LossWindow = field(default_factory=LossWindow)
+    posthoc_ema: list[PowerEMA] = field(default_factory=list)  # one per trainer.posthoc_ema_stds
 
     @classmethod
     def create(
-        cls, model: nn.Module, optimizer: torch.optim.Optimizer, ema_decay: float | None
+        cls,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ema_decay: float | None,
+        posthoc_ema_stds: Sequence[float] | None = None,
     ) -> TrainState:
         ema = None
         if ema_decay:
             ema = AveragedModel(model, multi_avg_fn=ema_update(ema_decay), use_buffers=True)
-        return cls(model, optimizer, ema)
+        posthoc = [PowerEMA(std, tracked(model)) for std in posthoc_ema_stds or ()]
+        return cls(model, optimizer, ema, posthoc_ema=posthoc)
+
+    def update_posthoc_ema(self) -> None:
+        """One step of every power EMA (the tensors are looked up each step: moving the
+        model, e.g. to channels_last, replaces them)."""
+        if self.posthoc_ema:
+            current = list(tracked(self.model, self.posthoc_ema[0].names).values())
+            for profile in self.posthoc_ema:
+                profile.update(current)
 
     @property
     def shown(self) -> nn.Module:
@@ -144,6 +161,8 @@ class TrainState:
         ema = {}
         if self.ema is not None:
             ema = {"ema": self.ema.module.state_dict(), "ema_updates": int(self.ema.n_averaged)}
+        if self.posthoc_ema:
+            ema["posthoc_ema"] = [profile.state_dict() for profile in self.posthoc_ema]
         return {
             "model": self.model.state_dict(),
             **ema,
@@ -161,9 +180,17 @@ class TrainState:
             checkpoint.load_weights(self.ema.module, state.get("ema") or state["model"], path)
             self.ema.n_averaged.fill_(state.get("ema_updates", 0))
         self.optimizer.load_state_dict(state["optimizer"])
+        remember_base_lr(self.optimizer)  # checkpoints before lr schedules saved no initial_lr
         p = state["progress"]
         self.step, self.epoch = int(p["step"]), int(p["epoch"])
         self.images_seen, self.train_time_s = int(p["images_seen"]), float(p["train_time_s"])
         self.history = [list(row) for row in p["history"]]
         self.window.load_state_dict(p["window"])
+        # A profile the checkpoint lacks (switched on mid-run) starts after the current step.
+        saved = {float(s["sigma_rel"]): s for s in state.get("posthoc_ema", [])}
+        for profile in self.posthoc_ema:
+            if profile.sigma_rel in saved:
+                profile.load_state_dict(saved[profile.sigma_rel])
+            else:
+                profile.restart(self.step)
         checkpoint.restore_rng(state["rng"])

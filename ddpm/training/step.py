@@ -1,4 +1,4 @@
-"""One training step, shared by the loop and the benchmark: loss, backward, clip, update, EMA.
+"""One training step, shared by the loop and the benchmark: loss, backward, clip, update, EMAs.
 
 Nothing here reads a value back to the host, so on a GPU the CPU queues step after step
 while the device works; the loss and gradient norm come back as device tensors.
@@ -64,6 +64,7 @@ def make_train_step(
         scaler.update()
         if state.ema is not None:
             state.ema.update_parameters(model)
+        state.update_posthoc_ema()
         return distributed.sum_all(loss.detach(), ranks), grad_norm
 
     return step
