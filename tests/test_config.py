@@ -74,6 +74,10 @@ INVALID = [
     (["trainer.resume=5"], "trainer.resume=5: auto, never, or a checkpoint path"),
     (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9]: two numbers in [0, 1)"),
     (["+optimizer.momentum=0.9"], "optimizer.momentum=0.9: unknown key; allowed: betas"),
+    (  # a key the base class takes through **options is checked like the sampler's own
+        ["sampler=ddim", "+sampler.stepz=5"],
+        "sampler.stepz=5: unknown key; allowed: clip_x0, dynamic_threshold, eta, guidance_scale",
+    ),
     (["+trainer.lr=1"], "trainer.lr=1: unknown key; allowed: batch_size"),
     (["+trainer.device=cpu"], "trainer.device='cpu': unknown key; allowed: batch_size"),
     (["optimizer.lr=0"], "optimizer.lr=0: a number > 0"),

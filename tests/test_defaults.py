@@ -4,7 +4,6 @@ of the yaml (unless the code passes it at build time), so none has a default the
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ddpm.configs.run_config import GROUPS, HYDRA_KEYS, PASSED_AT_BUILD
+from ddpm.configs.run_config import GROUPS, HYDRA_KEYS, PASSED_AT_BUILD, config_parameters
 
 # (yaml file, key) -> why the signature keeps that default anyway. Empty: no exceptions.
 DELIBERATE: dict[tuple[str, str], str] = {}
@@ -72,7 +71,7 @@ def problems(
     target: Callable[..., Any] | None = None,
 ) -> list[str]:
     """What is wrong with ``node`` (from ``file``); adds the DELIBERATE entries used to ``used``."""
-    params = inspect.signature(target or get_object(node._target_)).parameters
+    params = config_parameters(target or get_object(node._target_))
     open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
     at_build = PASSED_AT_BUILD.get(group, set())
     keys = {str(key) for key in node}  # with ??? ones, which `in node` does not see

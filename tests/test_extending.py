@@ -29,14 +29,6 @@ from ddpm.runs.tracking import Tracker
 class ShrinkSampler(Sampler):
     """Deterministic: each row moves to the x0 estimate scaled to the next level, no noise."""
 
-    def __init__(
-        self, schedule, *, steps, spacing, plan, clip_x0, dynamic_threshold, guidance_scale
-    ):
-        super().__init__(
-            schedule, steps=steps, spacing=spacing, plan=plan, clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold, guidance_scale=guidance_scale,
-        )
-
     def step(self, x0, x_t, i, generator):
         return x0 if i == 0 else self.table.alpha_bar_prev[i].sqrt() * x0
 

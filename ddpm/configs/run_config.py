@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Unpack, get_args, get_origin, get_type_hints
 
 import torch
 from hydra.utils import get_object
@@ -62,7 +62,7 @@ def check_keys(group: str, node: DictConfig) -> None:
         target = get_object(node._target_)
     except Exception:  # noqa: BLE001 - any import failure means the same thing to the user
         fail(f"{group}._target_", node.get("_target_"), "an importable class or function")
-    params = inspect.signature(target).parameters
+    params = config_parameters(target)
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     allowed = set(params) - PASSED_AT_BUILD.get(group, set())
@@ -73,6 +73,27 @@ def check_keys(group: str, node: DictConfig) -> None:
     for key, values in choices.items():
         if key in node and node[key] not in values:
             fail(f"{group}.{key}", node[key], f"one of {', '.join(map(str, values))}")
+
+
+def config_parameters(target: Any) -> dict[str, inspect.Parameter]:
+    """The keys ``target`` takes from a config: its signature's parameters, with a
+    ``**options: Unpack[SomeTypedDict]`` spelled out as that dict's keys (keyword-only, no
+    default), so options a base class shares are checked like a subclass's own. Any other
+    ``**kwargs`` stays open-ended."""
+    params = dict(inspect.signature(target).parameters)
+    spread = [name for name, p in params.items() if p.kind is p.VAR_KEYWORD]
+    if not spread:
+        return params
+    try:
+        hint = get_type_hints(target.__init__ if inspect.isclass(target) else target)[spread[0]]
+    except Exception:  # noqa: BLE001 - no resolvable hint: an open-ended **kwargs
+        return params
+    if get_origin(hint) is not Unpack:
+        return params
+    del params[spread[0]]
+    for key in get_type_hints(get_args(hint)[0]):
+        params[key] = inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY)
+    return params
 
 
 def literal_choices(target: Any) -> dict[str, tuple[Any, ...]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from typing import TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +75,18 @@ def spaced_timesteps(num_timesteps: int, steps: int | None) -> list[int]:
     :func:`ddpm.diffusion.plans.timestep_plan`.
     """
     return linspace_timesteps(num_timesteps, steps)
+
+
+class SamplerOptions(TypedDict):
+    """The keys every sampler's config holds (conf/sampler/*.yaml), which :class:`Sampler`
+    checks: a subclass names only its own keys and passes these on as ``**options``."""
+
+    steps: int | None
+    spacing: str
+    plan: str | None
+    clip_x0: bool
+    dynamic_threshold: float | None
+    guidance_scale: float
 
 
 class Sampler:

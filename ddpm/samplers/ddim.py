@@ -6,13 +6,15 @@ the same noise as the ancestral sampler on the same plan; 0 < eta < 1 lies betwe
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.objective import to_eps
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_number, require
-from ddpm.samplers.base import Sampler
+from ddpm.samplers.base import Sampler, SamplerOptions
 
 
 class DDIMSampler(Sampler):
@@ -28,13 +30,8 @@ class DDIMSampler(Sampler):
         self,
         schedule: NoiseSchedule,
         *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
         eta: float,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
+        **options: Unpack[SamplerOptions],
     ) -> None:
         require(
             is_number(eta) and 0 <= eta <= 1,
@@ -42,15 +39,7 @@ class DDIMSampler(Sampler):
             eta,
             "a number in [0, 1] (0 = deterministic, 1 = ancestral)",
         )
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, **options)
         self.eta = float(eta)
 
     @property

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import require
-from ddpm.samplers.base import Sampler
+from ddpm.samplers.base import Sampler, SamplerOptions
 
 VARIANCES = ("beta_tilde", "beta")
 
@@ -26,26 +28,13 @@ class AncestralSampler(Sampler):
         self,
         schedule: NoiseSchedule,
         *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
         variance: str,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
+        **options: Unpack[SamplerOptions],
     ) -> None:
         require(
             variance in VARIANCES, "sampler.variance", variance, f"one of {', '.join(VARIANCES)}"
         )
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, **options)
         self.variance = variance
 
     @property

@@ -8,12 +8,14 @@ so each step costs one network call. ``order`` 2 is DPM-Solver++(2M) (this file'
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import require
-from ddpm.samplers.base import Sampler
+from ddpm.samplers.base import Sampler, SamplerOptions
 
 FINAL_STEPS = ("first_order", "full_order")
 
@@ -51,27 +53,14 @@ class DPMSolverPPSampler(Sampler):
         self,
         schedule: NoiseSchedule,
         *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
         order: int,
         final_step: str,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
+        **options: Unpack[SamplerOptions],
     ) -> None:
         ok = order in (1, 2, 3) and not isinstance(order, bool)
         require(ok, "sampler.order", order, "1, 2 or 3")
         check_final_step(final_step)
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, **options)
         self.order = order
         self.final_step = final_step
         self._history: list[tuple[int, Tensor]] = []  # (row, x0 estimate), newest last

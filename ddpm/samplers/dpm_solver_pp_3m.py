@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.samplers.base import SamplerOptions
 from ddpm.samplers.dpm_solver_pp import DPMSolverPPSampler
 
 
@@ -13,25 +16,6 @@ class DPMSolverPP3MSampler(DPMSolverPPSampler):
     linspace."""
 
     def __init__(
-        self,
-        schedule: NoiseSchedule,
-        *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
-        final_step: str,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
+        self, schedule: NoiseSchedule, *, final_step: str, **options: Unpack[SamplerOptions]
     ) -> None:
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            order=3,
-            final_step=final_step,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, order=3, final_step=final_step, **options)

@@ -7,10 +7,13 @@ reuses the previous x0 estimate, so each step still costs one network call.
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.samplers.base import SamplerOptions
 from ddpm.samplers.dpm_solver_pp import DPMSolverPPSampler
 
 
@@ -26,28 +29,9 @@ class DPMSolverPPSDESampler(DPMSolverPPSampler):
     """
 
     def __init__(
-        self,
-        schedule: NoiseSchedule,
-        *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
-        final_step: str,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
+        self, schedule: NoiseSchedule, *, final_step: str, **options: Unpack[SamplerOptions]
     ) -> None:
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            order=2,
-            final_step=final_step,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, order=2, final_step=final_step, **options)
 
     @property
     def stochastic(self) -> bool:

@@ -8,31 +8,15 @@ name the ODE literature uses, with no noise to set.
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.samplers.base import SamplerOptions
 from ddpm.samplers.ddim import DDIMSampler
 
 
 class EulerSampler(DDIMSampler):
     """First-order, one network call per step, deterministic (DDIM's step with eta = 0)."""
 
-    def __init__(
-        self,
-        schedule: NoiseSchedule,
-        *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
-    ) -> None:
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            eta=0.0,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+    def __init__(self, schedule: NoiseSchedule, **options: Unpack[SamplerOptions]) -> None:
+        super().__init__(schedule, eta=0.0, **options)

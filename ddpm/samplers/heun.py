@@ -17,6 +17,7 @@ checkpoint, Heun with that first step at second order gave FID > 600.
 from __future__ import annotations
 
 import math
+from typing import Unpack
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from ddpm.diffusion.plans import SIGMA_MAX
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_number, require
-from ddpm.samplers.base import Sampler
+from ddpm.samplers.base import Sampler, SamplerOptions
 
 
 class HeunSampler(Sampler):
@@ -44,13 +45,8 @@ class HeunSampler(Sampler):
         self,
         schedule: NoiseSchedule,
         *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
         churn: float,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
+        **options: Unpack[SamplerOptions],
     ) -> None:
         require(
             is_number(churn) and churn >= 0,
@@ -58,15 +54,7 @@ class HeunSampler(Sampler):
             churn,
             "a number >= 0 (EDM's S_churn; 0 = ODE)",
         )
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, **options)
         self.churn = float(churn)
 
     def _euler_only(self, i: int) -> bool:

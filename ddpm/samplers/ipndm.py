@@ -11,12 +11,14 @@ training-free solvers (FID 2.77 against DPM-Solver++(3M)'s 3.00 in diff-sampler'
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_int, require
-from ddpm.samplers.base import Sampler
+from ddpm.samplers.base import Sampler, SamplerOptions
 from ddpm.samplers.dpm_solver_pp import check_final_step
 
 # Adams-Bashforth coefficients for equal steps, newest slope first.
@@ -42,26 +44,13 @@ class IPNDMSampler(Sampler):
         self,
         schedule: NoiseSchedule,
         *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
         order: int,
         final_step: str,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
+        **options: Unpack[SamplerOptions],
     ) -> None:
         require(is_int(order, 1) and order <= 4, "sampler.order", order, "1, 2, 3 or 4")
         check_final_step(final_step)
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, **options)
         self.order, self.final_step = order, final_step
         self.slopes: list[Tensor] = []
 

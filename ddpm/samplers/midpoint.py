@@ -9,10 +9,13 @@ snapped to the nearest grid row (in log sigma) and the half step goes exactly th
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import Tensor, nn
 
 from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.samplers.base import SamplerOptions
 from ddpm.samplers.heun import HeunSampler
 
 
@@ -21,27 +24,8 @@ class MidpointSampler(HeunSampler):
     start above sigma = 80, or whose middle snaps onto an end row, are Euler steps (one
     call), as in :class:`~ddpm.samplers.heun.HeunSampler`."""
 
-    def __init__(
-        self,
-        schedule: NoiseSchedule,
-        *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
-    ) -> None:
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            churn=0.0,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+    def __init__(self, schedule: NoiseSchedule, **options: Unpack[SamplerOptions]) -> None:
+        super().__init__(schedule, churn=0.0, **options)
 
     def _middle(self, i: int) -> int | None:
         """The grid row nearest sigma_m for the step from row i, or None (an Euler step)."""

@@ -11,12 +11,14 @@ sampling).
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import is_int, require
-from ddpm.samplers.base import Sampler
+from ddpm.samplers.base import Sampler, SamplerOptions
 from ddpm.samplers.dpm_solver_pp import check_final_step
 
 VARIANTS = ("bh1", "bh2")
@@ -38,28 +40,15 @@ class UniPCSampler(Sampler):
         self,
         schedule: NoiseSchedule,
         *,
-        steps: int | None,
-        spacing: str,
-        plan: str | None,
         order: int,
         variant: str,
         final_step: str,
-        clip_x0: bool,
-        dynamic_threshold: float | None,
-        guidance_scale: float,
+        **options: Unpack[SamplerOptions],
     ) -> None:
         require(is_int(order, 1) and order <= 3, "sampler.order", order, "1, 2 or 3")
         require(variant in VARIANTS, "sampler.variant", variant, " or ".join(VARIANTS))
         check_final_step(final_step)
-        super().__init__(
-            schedule,
-            steps=steps,
-            spacing=spacing,
-            plan=plan,
-            clip_x0=clip_x0,
-            dynamic_threshold=dynamic_threshold,
-            guidance_scale=guidance_scale,
-        )
+        super().__init__(schedule, **options)
         self.order, self.variant, self.final_step = order, variant, final_step
         self.reset()
 
