@@ -36,15 +36,20 @@ def torchrun(nproc: int, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+# process=meanflow: the JVP target runs on the unwrapped network, the gradient through DDP
+MEANFLOW_RUN = [*(o for o in DDP_RUN if not o.startswith("schedule.")), "process=meanflow"]
+
+
 @needs_mnist
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tmp_path, make_cfg, one_thread) -> None:
+@pytest.mark.parametrize("overrides", [DDP_RUN, MEANFLOW_RUN], ids=["ddpm", "meanflow"])
+def test_two_gloo_processes_match_one_process(tmp_path, make_cfg, one_thread, overrides) -> None:
     from ddpm.run import run
 
     single = tmp_path / "single"
-    run(make_cfg(*DDP_RUN), single)
+    run(make_cfg(*overrides), single)
     ddp = tmp_path / "ddp"
-    res = torchrun(2, *DDP_RUN, f"hydra.run.dir={ddp}")
+    res = torchrun(2, *overrides, f"hydra.run.dir={ddp}")
     assert res.returncode == 0, res.stderr[-3000:]
 
     one, two = read_metrics(single), read_metrics(ddp)
