@@ -16,7 +16,7 @@ STUDENT_STEPS=${STUDENT_STEPS:-1000}
 MEANFLOW_STEPS=${MEANFLOW_STEPS:-4000}
 N=${N:-2000}
 for method in reflow ect; do
-  python -m ddpm.distill run_dir="$TEACHER" distill_method=$method \
+  python -m ddpm.distill "run_dir='$TEACHER'" distill_method=$method \
     trainer.max_steps="$STUDENT_STEPS" logger=none hydra.run.dir="$OUT/$method"
 done
 python -m ddpm.run process=meanflow trainer.max_minutes=null trainer.max_steps="$MEANFLOW_STEPS" \
