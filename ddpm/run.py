@@ -183,7 +183,9 @@ def sampler_line(sampler: Any) -> str:
     calls = "adaptive calls" if sampler.nfe is None else f"{sampler.nfe:g} calls"
     fixed = sampler.plan_file is None
     plan = f"the {sampler.spacing} plan" if fixed else f"plan {sampler.plan_file}"
-    return f"{sampler_choice(type(sampler).__name__)}, {calls} on {plan}"
+    name = type(sampler).__name__
+    name = sampler_choice(sampler_choice(name), group="sampler@student")  # a distill student's
+    return f"{name}, {calls} on {plan}"
 
 
 def objective(cfg: DictConfig, summary: dict) -> float:

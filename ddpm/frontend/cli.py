@@ -43,12 +43,14 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def sampler_choice(default: str = "sampler") -> str:
-    """The option picked from the sampler group (``ddim``, ...), when running under Hydra."""
+def sampler_choice(default: str = "sampler", group: str = "sampler") -> str:
+    """The option picked from the sampler group (``ddim``, ...), when running under Hydra;
+    ``group="sampler@student"``: ddpm.distill's student's. ``default`` when none was picked."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        return str(HydraConfig.get().runtime.choices.get("sampler", default))
+        choice = HydraConfig.get().runtime.choices.get(group)
+        return default if choice is None else str(choice)
     return default
 
 

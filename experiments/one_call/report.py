@@ -3,9 +3,10 @@
 
     python experiments/one_call/report.py TEACHER_RUN OUT_DIR > experiments/one_call/table.md
 
-Reads each run's summary.json (steps, training speed) and eval/*.json (ddpm.evaluate); the
-teacher's 50-call FID is the one its own training measured (trainer.eval_every). A run's cost
-per step is the teacher's images/s over its own (both logged while training on this machine).
+Reads each run's summary.json and eval/*.json (ddpm.evaluate); the teacher's 50-call FID is
+the one its own training measured (trainer.eval_every). Costs are in teacher steps (one forward
+and backward of res_tiny on 128 images), from what each step computes, since the logged speeds
+of runs that shared the CPU with different neighbours do not compare:
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ import sys
 from pathlib import Path
 
 CALLS = (1, 2, 4)
+# A step's cost in teacher steps. reflow: the same forward and backward. ect: plus a no-grad
+# forward at the lower level (a forward is about a third of a forward and backward). meanflow:
+# measured, 240 against 176 images/s with a teacher-recipe run beside it (one thread each).
+STEP_COST = {"reflow": 1.0, "ect": 4 / 3, "meanflow": 240 / 176}
+# reflow's pairs: 4096 noises through a 10-call solver, 40960 forwards of one image, plus the
+# solver's plan fit (ddpm.plan's search, about as many): ~2 x 40960 / (3 x 128) teacher steps.
+PAIR_COST = 2 * 40960 / (3 * 128)
 TARGETS = {1: 2.0, 2: 1.5}  # the issue's: within 2x at 1 call and 1.5x at 2 calls
 
 
@@ -33,7 +41,7 @@ def fids(run: Path) -> dict[tuple[int, str, int], tuple[float, int]]:
 
 def main(teacher: Path, out: Path) -> None:
     t = summary(teacher)
-    ref, t_speed = t["fid"], t["images_per_s"]
+    ref = t["fid"]
     rows = []
     head = ["method", "trained", "cost (teacher steps)", *(f"FID {k} call" for k in CALLS),
             "1 call / 50-call ref", "2 calls / 50-call ref"]  # fmt: skip
@@ -44,11 +52,10 @@ def main(teacher: Path, out: Path) -> None:
         run = out / method
         if not (run / "summary.json").is_file():
             continue
-        s, measured = summary(run), fids(run)
-        per_step = t_speed / s["images_per_s"]  # cost of one of its steps in teacher steps
+        measured = fids(run)
         steps = sorted({k[0] for k in measured if k[1] == sampler})
         for step in steps:
-            own = step * per_step
+            own = step * STEP_COST[method] + (PAIR_COST if method == "reflow" else 0)
             cost = own if method == "meanflow" else t["steps"] + own
             values = [measured.get((step, sampler, k)) for k in CALLS]
             cells = [f"{v[0]:.2f}" if v else "-" for v in values]
