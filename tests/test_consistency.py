@@ -151,8 +151,8 @@ def test_an_ect_student_is_a_run_that_resumes_to_the_same_weights(tiny_run, tmp_
     [
         (["pairs=100"], "error: pairs=100: null: read by distill_method=reflow only"),
         (["sampler=ddim"], "error: sampler='set': none: distill_method=ect draws no teacher"),
-        (["method.stages=0"], "error: ect.stages=0: an integer >= 1"),
-        (["method.q=1"], "error: ect.q=1: a number > 1"),
+        (["method.stages=0"], "error: method.stages=0: an integer >= 1"),
+        (["method.q=1"], "error: method.q=1: a number > 1"),
     ],
 )
 def test_bad_ect_input_is_one_line(tiny_run, tmp_path, overrides, message):

@@ -58,13 +58,13 @@ class ConsistencyTuning(Process):
         p_std: float,
         huber_c: float,
     ) -> None:
-        require(is_int(stages, 1), "ect.stages", stages, "an integer >= 1")
-        for key, value in (("q", q), ("p_std", p_std)):
-            require(is_number(value) and value > 0, f"ect.{key}", value, "a number > 0")
-        require(is_number(q) and q > 1, "ect.q", q, "a number > 1 (the gap's shrink factor)")
+        # the keys of conf/distill_method/ect.yaml, which sit under `method`
+        require(is_int(stages, 1), "method.stages", stages, "an integer >= 1")
+        require(is_number(q) and q > 1, "method.q", q, "a number > 1 (the gap's shrink factor)")
+        require(is_number(p_std) and p_std > 0, "method.p_std", p_std, "a number > 0")
         for key, value in (("k", k), ("b", b), ("huber_c", huber_c)):
-            require(is_number(value) and value >= 0, f"ect.{key}", value, "a number >= 0")
-        require(is_number(p_mean), "ect.p_mean", p_mean, "a number")
+            require(is_number(value) and value >= 0, f"method.{key}", value, "a number >= 0")
+        require(is_number(p_mean), "method.p_mean", p_mean, "a number")
         self.grid, self.prediction = grid, prediction
         self.total, self.steps_done = total_steps, steps_done
         self.stages, self.q, self.k, self.b = stages, float(q), float(k), float(b)
