@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,66 @@ def updates_done(optimizer: torch.optim.Optimizer) -> int:
     return 0
 
 
+@dataclass
+class StudentRun:
+    """What a student of either method is before its loss: the teacher's config turned into the
+    student's (:func:`student_config`), its trainer settings, the evaluator its
+    ``trainer.eval_every`` asks for, and the network (the teacher's weights, already on the
+    device, in train mode)."""
+
+    config: DictConfig
+    settings: Any
+    evaluator: Any
+    model: torch.nn.Module
+    grid: NoiseSchedule
+
+    @classmethod
+    def start(
+        cls,
+        cfg: DictConfig,
+        teacher: DictConfig,
+        grid: NoiseSchedule,
+        calls: list[int],
+        weights: torch.nn.Module,
+        run_dir: Path,
+    ) -> StudentRun:
+        config = student_config(cfg, teacher, grid, calls)
+        settings = build(config.trainer)
+        ckpt.resume_path(settings.resume, run_dir)  # a bad trainer.resume, before any work
+        every = settings.eval_every
+        evaluator = evaluator_for(config.dataset, "trainer.eval_every", every) if every else None
+        model = weights.train()
+        model.prediction = config.model.prediction
+        return cls(config, settings, evaluator, model, grid)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.config.optimizer, self.model, self.settings)
+
+    def train(
+        self,
+        optimizer: torch.optim.Optimizer,
+        loss: Any,
+        data: Any,
+        run_dir: Path,
+        device: torch.device,
+    ) -> dict[str, Any]:
+        """Trains the student on ``data`` under ``loss`` in ``run_dir``; its summary. The seed
+        is set here, last, so both methods' draws start from it (a resume restores the stream)."""
+        parts = Parts(
+            settings=self.settings,
+            model=self.model,
+            schedule=self.grid,
+            sampler=build(self.config.sampler, schedule=self.grid),
+            optimizer=optimizer,
+            dataset=None,  # the data comes ready: the pairs, or the run's images
+            logger=build(self.config.logger, _partial_=True),
+            process=loss,
+        )
+        torch.manual_seed(self.settings.seed)
+        return train_run(self.config, parts, data, run_dir, device, distributed.SINGLE,
+                         self.evaluator)  # fmt: skip
+
+
 def consistency_tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """ECT: the teacher's weights tuned on its own training images into a consistency model
     (:class:`~ddpm.training.consistency.ConsistencyTuning`) in ``run_dir``; its summary."""
@@ -141,38 +202,21 @@ def consistency_tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     path = checkpoint_path(cfg.run_dir, cfg.checkpoint)
     teacher, model, grid = load_trained(cfg.run_dir, cfg.checkpoint, device, cfg.ema,
                                         cfg.get("posthoc_ema"))  # fmt: skip
-    config = student_config(cfg, teacher, grid, calls)
-    settings = build(config.trainer)
-    ckpt.resume_path(settings.resume, run_dir)  # a bad trainer.resume, before any work
-    every = settings.eval_every
-    evaluator = evaluator_for(config.dataset, "trainer.eval_every", every) if every else None
-    data = build(config.dataset).load()
-    student = model.to(device).train()
-    student.prediction = config.model.prediction
-    optimizer = build_optimizer(config.optimizer, student, settings)
+    run = StudentRun.start(cfg, teacher, grid, calls, model.to(device), run_dir)
+    data = build(run.config.dataset).load()
+    optimizer = run.optimizer()
     options = {k: v for k, v in OmegaConf.to_container(cfg.method).items() if k != "name"}
     loss = ConsistencyTuning(
         grid,
-        None if grid.precond is not None else student.prediction,
-        settings.total_steps(len(data)),
+        None if grid.precond is not None else run.model.prediction,
+        run.settings.total_steps(len(data)),
         lambda: updates_done(optimizer),
         **options,
-    )
-    parts = Parts(
-        settings=settings,
-        model=student,
-        schedule=grid,
-        sampler=build(config.sampler, schedule=grid),
-        optimizer=optimizer,
-        dataset=None,
-        logger=build(config.logger, _partial_=True),
-        process=loss,
     )
     record = {"teacher": str(path.resolve()), "method": OmegaConf.to_container(cfg.method)}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "distill.json").write_text(json.dumps(record, indent=2) + "\n")
-    torch.manual_seed(settings.seed)  # the loss's draws (a resume restores the stream)
-    return train_run(config, parts, data, run_dir, device, distributed.SINGLE, evaluator)
+    return run.train(optimizer, loss, data, run_dir, device)
 
 
 def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> dict[str, Any]:
@@ -186,24 +230,9 @@ def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> di
     if job.sampler.stochastic:
         fail("sampler", teacher_name, "stochastic; the pairs need a deterministic solver")
     device, grid = job.device, job.schedule  # the teacher's process grid, the student's too
-    config = student_config(cfg, job.config, grid, calls)
-    settings = build(config.trainer)
-    ckpt.resume_path(settings.resume, run_dir)  # a bad trainer.resume, before any work
-    every = settings.eval_every
-    evaluator = evaluator_for(config.dataset, "trainer.eval_every", every) if every else None
-    plans = student_plans(config, grid, calls)
-    student = copy.deepcopy(job.model).to(device).train()  # the teacher's weights to start
-    student.prediction = config.model.prediction
-    parts = Parts(
-        settings=settings,
-        model=student,
-        schedule=grid,
-        sampler=build(config.sampler, schedule=grid),
-        optimizer=build_optimizer(config.optimizer, student, settings),
-        dataset=None,  # the pairs are the data
-        logger=build(config.logger, _partial_=True),
-        process=ReflowLoss(grid, plans, student.prediction),
-    )
+    run = StudentRun.start(cfg, job.config, grid, calls, copy.deepcopy(job.model), run_dir)
+    settings = run.settings
+    plans = student_plans(run.config, grid, calls)
 
     about = {
         "teacher": str(job.checkpoint.resolve()),
@@ -230,10 +259,9 @@ def distill(cfg: DictConfig, run_dir: Path, teacher_name: str = "sampler") -> di
         (run_dir / "distill.json").write_text(json.dumps(record, indent=2) + "\n")
         pairs = (x0, z, labels)
     del job  # the teacher: only its pairs are needed from here
-    data = pair_dataset(*pairs)
-    torch.manual_seed(settings.seed)  # the loss's row draws (a resume restores the stream)
     log.info("student plans (rows, noisiest first): %s", dict(zip(calls, plans, strict=True)))
-    return train_run(config, parts, data, run_dir, device, distributed.SINGLE, evaluator)
+    loss = ReflowLoss(grid, plans, run.model.prediction)
+    return run.train(run.optimizer(), loss, pair_dataset(*pairs), run_dir, device)
 
 
 def main(cfg: DictConfig) -> None:
