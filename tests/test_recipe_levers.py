@@ -12,8 +12,9 @@ from conftest import TINY, needs_mnist
 from omegaconf import DictConfig
 
 from ddpm.configs.presets import build, preset
-from ddpm.configs.run_config import build_process
+from ddpm.configs.run_config import build_process, validate
 from ddpm.diffusion.objective import loss_weight
+from ddpm.errors import UserError
 from ddpm.processes.flow import ot_pairs
 from ddpm.run import run
 from ddpm.runs import checkpoint
@@ -149,3 +150,34 @@ def test_a_flow_run_saved_before_pairing_existed_rebuilds_with_independent_noise
     process = build_process(DictConfig({"process": stored}))
     assert process.pairing == "independent" and len(process.grid) == 50
     assert math.isclose(float(process.times[0]), 1 / 51)
+
+
+def test_an_ot_paired_run_refuses_exactly_the_stochastic_samplers(make_cfg):
+    """Pairing makes x_t given an image non-Gaussian, so only the ODE samples an OT run: every
+    sampler preset that draws fresh noise is refused in one line, every other one is built;
+    independent flow takes them all."""
+    paired, independent = (build_process(make_cfg("process=flow", f"process.pairing={p}"))
+                           for p in ("ot", "independent"))  # fmt: skip
+    refused = []
+    for name in ("ddpm", "ddim", "dpm_solver_pp_sde", "dpm_solver_pp", "heun", "euler", "unipc"):
+        key = {"ddim": "eta", "heun": "churn"}.get(name)
+        for value in (0.0, 1.0) if key else (None,):
+            extra = {} if key is None else {key: value}
+            sampler = preset("sampler", name, schedule=paired.grid, **extra)
+            independent.check_sampler(sampler)  # never refused
+            try:
+                paired.check_sampler(sampler)
+                was_refused = False
+            except UserError as err:
+                assert "process.pairing=ot" in str(err) and "\n" not in str(err)
+                was_refused = True
+            assert was_refused == sampler.stochastic
+            if was_refused:
+                refused.append(name if key is None else f"{name} {key}={value:g}")
+    assert refused == ["ddpm", "ddim eta=1", "dpm_solver_pp_sde", "heun churn=1"]
+
+
+def test_an_ot_paired_config_with_the_default_sampler_is_refused_before_training(make_cfg):
+    with pytest.raises(UserError, match="pick a deterministic sampler"):
+        validate(make_cfg("process=flow", "process.pairing=ot"))
+    validate(make_cfg("process=flow", "process.pairing=ot", "sampler=dpm_solver_pp"))

@@ -165,6 +165,7 @@ def build_parts(cfg: DictConfig, device: torch.device | str = "cpu") -> Parts:
     process.check_model(model)
     schedule = process.grid
     sampler = build(cfg.sampler, schedule=schedule)
+    process.check_sampler(sampler)
     optimizer = build_optimizer(cfg.optimizer, model, settings)
     dataset = build(cfg.dataset)
     logger = build(cfg.logger, _partial_=True)

@@ -179,6 +179,8 @@ def load_for_sampling(cfg: DictConfig) -> SamplingJob:
     run = run_folder(cfg.run_dir, path)
     run_cfg, model, schedule, step, run_id = _rebuild(path, device, use_ema, posthoc, run)
     sampler = build(cfg.sampler, schedule=schedule)
+    if schedule.precond is not None:  # a continuous process's run (DDPM's grid has none)
+        schedule.precond.check_sampler(sampler)
     # sampler.plan=auto: fitted to these weights on first use, cached beside the run's plans
     sampler = auto_plan.resolve(sampler, model, run / "plans", device)
     return SamplingJob(
