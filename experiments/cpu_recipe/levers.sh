@@ -8,24 +8,45 @@
 #      every 100 steps): the profiles only watch, so training is the baseline's; the EMA length
 #      is then chosen after training, on seed 0 (1000 samples, x_T seed 1, apart from the
 #      measurement's), and every seed measured at that length (2000 samples);
-#   3. a one-seed screen: the learning rate warmed up over 100 steps and decayed linearly to 0.
+#   3. levers over the same 3 seeds: min-SNR-5 loss weighting; rectified flow with logit-normal
+#      t (recipe=flow), and the same with mini-batch optimal-transport pairing, which takes
+#      deterministic samplers only (50 steps of dpm_solver_pp): OT's own share is tested against
+#      the flow runs on that sampler (ddpm.evaluate, x_T seed = training seed + 1, as a run's
+#      own evaluation draws it);
+#   4. one-seed screens: the learning rate warmed up over 100 steps and decayed linearly to 0;
+#      EDM with the data's std (0.62) as sigma_data; batch 64 for 4000 steps (the same images).
 # levers_report.py tests each setting against the baseline, paired by seed, and writes
 # levers.md. Re-running continues: finished jobs are skipped, evaluations redone.
-#   bash experiments/cpu_recipe/levers.sh          (about 10 min a run on a quiet 2-core CPU)
+#   bash experiments/cpu_recipe/levers.sh   (about 10 min a run on a quiet 2-core CPU, 18 runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-outputs/cpu_recipe/levers}
-RUNS=(+experiment=formulations +formulation=ddpm_eps trainer.eval_every=2000
-      trainer.eval_samples=2000 logger=none)
+COMMON=(+experiment=formulations trainer.eval_every=2000 trainer.eval_samples=2000 logger=none)
+RUNS=("${COMMON[@]}" +formulation=ddpm_eps)
 PROFILES=("trainer.posthoc_ema_stds=[0.05,0.1]" trainer.posthoc_ema_every=100)
 python -m ddpm.run "${RUNS[@]}" "trainer.seed=0,1,2" hydra.sweep.dir="$OUT"
 python -m ddpm.run "${RUNS[@]}" "trainer.seed=0,1,2" "${PROFILES[@]}" \
   hydra.sweep.dir="$OUT/posthoc"
 python -m ddpm.run "${RUNS[@]}" trainer.seed=0 "${PROFILES[@]}" trainer.lr_schedule=linear \
   trainer.lr_warmup_steps=100 hydra.sweep.dir="$OUT"
+python -m ddpm.run "${RUNS[@]}" "trainer.seed=0,1,2" trainer.loss_weighting=min_snr \
+  hydra.sweep.dir="$OUT/min_snr"
+python -m ddpm.run "${COMMON[@]}" +formulation=flow_logit_normal "trainer.seed=0,1,2" \
+  hydra.sweep.dir="$OUT/flow"
+python -m ddpm.run "${COMMON[@]}" +formulation=flow_logit_normal process.pairing=ot \
+  sampler=dpm_solver_pp sampler.steps=50 "trainer.seed=0,1,2" hydra.sweep.dir="$OUT/flow"
+python -m ddpm.run "${COMMON[@]}" +formulation=edm process.sigma_data=0.62 trainer.seed=0 \
+  hydra.sweep.dir="$OUT/edm"
+python -m ddpm.run +experiment=formulations +formulation=ddpm_eps trainer.batch_size=64 \
+  trainer.max_steps=4000 trainer.eval_every=4000 trainer.eval_samples=2000 logger=none \
+  trainer.seed=0 hydra.sweep.dir="$OUT/batch"
 seed_run() { ls -d "$1"/*trainer.seed="$2"; }  # a folder name holds = and ,: quoted for Hydra
 python -m ddpm.evaluate -m "run_dir='$(seed_run "$OUT/posthoc" 0)'" num_samples=1000 seed=1 \
   wandb=false posthoc_ema=0.03,0.05,0.08,0.12
+for seed in 0 1 2; do
+  python -m ddpm.evaluate "run_dir='$(ls -d "$OUT"/flow/flow_logit_normal,trainer.eval*seed=$seed)'" \
+    sampler=dpm_solver_pp sampler.steps=50 num_samples=2000 seed=$((seed + 1)) wandb=false
+done
 BEST=$(python experiments/cpu_recipe/levers_report.py "$OUT" --best-length)
 for seed in 0 1 2; do
   python -m ddpm.evaluate "run_dir='$(seed_run "$OUT/posthoc" $seed)'" num_samples=2000 \

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ddpm.comparison.stats import paired_test, summarize
 
-LEVER = "trainer.lr_schedule=linear"
 SEEDS = (0, 1, 2)
 BAR = 1.3  # the quality issue's: a default moves only at >= 1.3x with a significant paired test
 
@@ -26,9 +26,45 @@ def seed_of(run: Path) -> int:
     return int(re.search(r"trainer\.seed=(\d+)", run.name).group(1))
 
 
-def runs(out: Path, lever: bool) -> dict[int, Path]:
-    found = [d for d in out.iterdir() if (d / "summary.json").is_file()]
-    return {seed_of(d): d for d in found if (LEVER in d.name) == lever}
+@dataclass(frozen=True)
+class Setting:
+    """One row: the finished runs in ``OUT/folder`` whose names hold ``has`` and not ``lacks``;
+    their FID is the one each measured at its end, or ``eval/<evaluation>.json``'s."""
+
+    label: str
+    folder: str = "."
+    has: str = ""
+    lacks: str = ""
+    evaluation: str = ""
+
+    def runs(self, out: Path) -> dict[int, Path]:
+        where = out / self.folder
+        if not where.is_dir():
+            return {}
+        found = [d for d in where.iterdir() if (d / "summary.json").is_file()]
+        keep = [d for d in found if self.has in d.name]
+        return {seed_of(d): d for d in keep if not (self.lacks and self.lacks in d.name)}
+
+
+LR = "trainer.lr_schedule=linear"
+OT = "process.pairing=ot"
+ODE = "dpm_solver_pp_50_n2000"  # ddpm.evaluate's file name for 2000 samples of 50 ODE steps
+BASELINE = Setting("recipe=cpu (baseline: EMA 0.999)", lacks=LR)
+FLOW_OT = Setting("recipe=flow + OT pairing (process.pairing=ot), 50 ODE steps", "flow", has=OT)
+LEVERS = (
+    Setting("min-SNR-5 weighting (trainer.loss_weighting=min_snr)", "min_snr"),
+    Setting("rectified flow, logit-normal t (recipe=flow)", "flow", lacks=OT),
+    FLOW_OT,
+)
+SCREENS = (
+    Setting("lr warm-up 100 steps, linear decay to 0", has=LR),
+    Setting("EDM, the data's std as sigma_data (process.sigma_data=0.62)", "edm"),
+    Setting("batch 64 for 4000 steps (the same images and FLOPs)", "batch"),
+)
+# a second question beside "against the baseline": OT's own share, against flow without it on
+# the same sampler (an OT run takes deterministic samplers only; x_T seeds paired)
+FLOW_ODE = Setting("recipe=flow, 50 ODE steps (dpm_solver_pp)", "flow", lacks=OT, evaluation=ODE)
+ATTRIBUTION = ((FLOW_OT, FLOW_ODE),)
 
 
 def training_fid(run: Path) -> float:
@@ -47,7 +83,7 @@ def posthoc_fids(run: Path, samples: int) -> dict[float, float]:
 def best_length(out: Path) -> float:
     """The sigma_rel with the lowest FID on seed 0 of the runs with stored profiles (1000
     samples, x_T seed 1: apart from the 2000-sample measurement's seed 0)."""
-    fids = posthoc_fids(runs(out / "posthoc", lever=False)[0], 1000)
+    fids = posthoc_fids(BASELINE.runs(out / "posthoc")[0], 1000)
     return min(fids, key=fids.get)
 
 
@@ -72,9 +108,23 @@ def row(name: str, fids: dict[int, float], base: dict[int, float]) -> list[str]:
             verdict]  # fmt: skip
 
 
+def fids_of(setting: Setting, out: Path) -> dict[int, float]:
+    if not setting.evaluation:
+        return {k: training_fid(r) for k, r in setting.runs(out).items()}
+    files = {k: r / "eval" / f"{setting.evaluation}.json" for k, r in setting.runs(out).items()}
+    return {k: json.loads(f.read_text())["metrics"]["fid"] for k, f in files.items() if f.is_file()}
+
+
+def table(head: list[str], rows: list[list[str]]) -> None:
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
 def main(out: Path) -> None:
-    base = {k: training_fid(r) for k, r in runs(out, lever=False).items()}
-    profiled = runs(out / "posthoc", lever=False) if (out / "posthoc").is_dir() else {}
+    base = fids_of(BASELINE, out)
+    profiled = BASELINE.runs(out / "posthoc") if (out / "posthoc").is_dir() else {}
     again = {k: training_fid(r) for k, r in profiled.items()}
     sigma = best_length(out) if 0 in profiled else None
     posthoc = {}
@@ -82,37 +132,38 @@ def main(out: Path) -> None:
         posthoc = {k: f for k, r in profiled.items() if (f := posthoc_fids(r, 2000).get(sigma))}
     head = ["setting", *(f"seed {s}" for s in SEEDS), "mean ± std [95% CI]",
             "setting - baseline [95% CI]", "paired p", "baseline / setting", "verdict"]  # fmt: skip
-    rows = [row("recipe=cpu (baseline: EMA 0.999)", base, base)]
+    rows = [row(BASELINE.label, base, base)]
     if again:
         rows.append(row("the same runs again, post-hoc EMA profiles stored", again, base))
     if posthoc:
         rows.append(row(f"their post-hoc EMA, sigma_rel={sigma:g}", posthoc, base))
+    rows += [row(lever.label, fids, base) for lever in LEVERS if (fids := fids_of(lever, out))]
     print("FID of 2000 samples at 50 calls (dpm_solver_pp_sde) after 2000 steps on res_tiny, "
           "per training seed; paired t-test over the seeds against the baseline.\n")  # fmt: skip
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    table(head, rows)
+    for setting, against in ATTRIBUTION:
+        fids, other = fids_of(setting, out), fids_of(against, out)
+        if len(set(fids) & set(other)) >= 2:
+            print(f"\nAgainst {against.label} instead, paired by seed:\n")
+            table([*head[:5], "setting - that [95% CI]", *head[6:]],
+                  [row(against.label, other, other), row(setting.label, fids, other)])  # fmt: skip
     if sigma is not None:
         choice = posthoc_fids(profiled[0], 1000)
         listed = ", ".join(f"{k:g}: {v:.2f}" for k, v in sorted(choice.items()))
         print(f"\nPost-hoc EMA length chosen on seed 0 (1000 samples, x_T seed 1): {listed}.")
-    lever = runs(out, lever=True)
-    if lever:
-        print("\nScreen on one training seed (no interval: not established by design), the "
+    screens = [(screen, fids_of(screen, out)) for screen in SCREENS]
+    if any(fids for _, fids in screens):
+        print("\nScreens on one training seed (no interval: not established by design), the "
               "same protocol:\n")  # fmt: skip
-        print("| setting | seed | FID | baseline's FID, same seed |")
-        print("|---|---|---|---|")
-        for seed, run in sorted(lever.items()):
-            if (run / "summary.json").is_file():
-                print(
-                    f"| lr warm-up 100 steps, linear decay to 0 | {seed} | "
-                    f"{training_fid(run):.2f} | {base.get(seed, float('nan')):.2f} |"
-                )
-        extra = posthoc_fids(lever[0], 1000) if 0 in lever else {}
-        if extra:
-            listed = ", ".join(f"{k:g}: {v:.2f}" for k, v in sorted(extra.items()))
-            print(f"\nIts post-hoc EMA lengths (seed 0, 1000 samples, x_T seed 1): {listed}.")
+        table(["setting", "seed", "FID", "baseline's FID, same seed"],
+              [[screen.label, str(k), f"{f:.2f}", f"{base.get(k, float('nan')):.2f}"]
+               for screen, fids in screens for k, f in sorted(fids.items())])  # fmt: skip
+    lr = SCREENS[0].runs(out)
+    extra = posthoc_fids(lr[0], 1000) if 0 in lr else {}
+    if extra:
+        listed = ", ".join(f"{k:g}: {v:.2f}" for k, v in sorted(extra.items()))
+        print(f"\nThe lr screen's post-hoc EMA lengths (seed 0, 1000 samples, x_T seed 1): "
+              f"{listed}.")  # fmt: skip
 
 
 if __name__ == "__main__":

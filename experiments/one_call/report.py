@@ -24,6 +24,9 @@ STEP_COST = {"reflow": 1.0, "ect": 4 / 3, "meanflow": 240 / 176}
 # solver's plan fit (ddpm.plan's search, about as many): ~2 x 40960 / (3 x 128) teacher steps.
 PAIR_COST = 2 * 40960 / (3 * 128)
 TARGETS = {1: 2.0, 2: 1.5}  # the issue's: within 2x at 1 call and 1.5x at 2 calls
+# (folder under OUT, method, sampler): ect2000 is ECT at the 30 + 30 minutes
+RUNS = (("reflow", "reflow", "distilled"), ("ect", "ect", "consistency"),
+        ("ect2000", "ect", "consistency"), ("meanflow", "meanflow", "one_step"))  # fmt: skip
 
 
 def summary(run: Path) -> dict:
@@ -47,9 +50,8 @@ def main(teacher: Path, out: Path) -> None:
             "1 call / 50-call ref", "2 calls / 50-call ref"]  # fmt: skip
     rows.append(["teacher (recipe=cpu, 50 calls of dpm_solver_pp_sde)", f"{t['steps']} steps",
                  f"{t['steps']}", f"{ref:.2f} (50 calls)", "", "", "", ""])  # fmt: skip
-    for method, sampler in (("reflow", "distilled"), ("ect", "consistency"),
-                            ("meanflow", "one_step")):  # fmt: skip
-        run = out / method
+    for folder, method, sampler in RUNS:
+        run = out / folder
         if not (run / "summary.json").is_file():
             continue
         measured = fids(run)
@@ -67,8 +69,8 @@ def main(teacher: Path, out: Path) -> None:
             trained = f"{step} steps" + ("" if method == "meanflow" else " after the teacher")
             rows.append([f"{method} (sampler={sampler})", trained, f"{cost:.0f}", *cells,
                          *ratios])  # fmt: skip
-    samples = {n for run in ("reflow", "ect", "meanflow") if (out / run / "eval").is_dir()
-               for _, n in fids(out / run).values()}  # fmt: skip
+    samples = {n for folder, _, _ in RUNS if (out / folder / "eval").is_dir()
+               for _, n in fids(out / folder).values()}  # fmt: skip
     print(
         f"FID of {', '.join(map(str, sorted(samples))) or '-'} samples per cell; the teacher's "
         f"reference: {ref:.2f} (its own end-of-training FID, 2000 samples at 50 calls).\n"

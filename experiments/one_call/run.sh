@@ -19,6 +19,9 @@ for method in reflow ect; do
   python -m ddpm.distill "run_dir='$TEACHER'" distill_method=$method \
     trainer.max_steps="$STUDENT_STEPS" logger=none hydra.run.dir="$OUT/$method"
 done
+# ECT again for the 30 + 30 minutes: 2000 steps after the teacher's 2000
+python -m ddpm.distill "run_dir='$TEACHER'" distill_method=ect trainer.max_steps=2000 logger=none \
+  hydra.run.dir="$OUT/ect2000"
 python -m ddpm.run process=meanflow trainer.max_minutes=null trainer.max_steps="$MEANFLOW_STEPS" \
   trainer.checkpoint_every=500 trainer.keep_last=null trainer.sample_every=0 logger=none \
   hydra.run.dir="$OUT/meanflow"
@@ -29,6 +32,7 @@ evaluate() {  # evaluate RUN SAMPLER [key=value ...]: FID of $N samples for call
 }
 evaluate "$OUT/reflow" distilled
 evaluate "$OUT/ect" consistency
+evaluate "$OUT/ect2000" consistency
 evaluate "$OUT/meanflow" one_step
 # MeanFlow halfway too: 2000 of its steps cost about the teacher's 2000 + a student's 1000
 evaluate "$OUT/meanflow" one_step checkpoint="$OUT/meanflow/checkpoints/step_0002000.pt"
