@@ -50,6 +50,7 @@ LR = "trainer.lr_schedule=linear"
 OT = "process.pairing=ot"
 ODE = "dpm_solver_pp_50_n2000"  # ddpm.evaluate's file name for 2000 samples of 50 ODE steps
 BASELINE = Setting("recipe=cpu (baseline: EMA 0.999)", lacks=LR)
+PROFILED = Setting("the same runs again, post-hoc EMA profiles stored", "posthoc", lacks=LR)
 FLOW_OT = Setting("recipe=flow + OT pairing (process.pairing=ot), 50 ODE steps", "flow", has=OT)
 LEVERS = (
     Setting("min-SNR-5 weighting (trainer.loss_weighting=min_snr)", "min_snr"),
@@ -83,7 +84,7 @@ def posthoc_fids(run: Path, samples: int) -> dict[float, float]:
 def best_length(out: Path) -> float:
     """The sigma_rel with the lowest FID on seed 0 of the runs with stored profiles (1000
     samples, x_T seed 1: apart from the 2000-sample measurement's seed 0)."""
-    fids = posthoc_fids(BASELINE.runs(out / "posthoc")[0], 1000)
+    fids = posthoc_fids(PROFILED.runs(out)[0], 1000)
     return min(fids, key=fids.get)
 
 
@@ -124,8 +125,8 @@ def table(head: list[str], rows: list[list[str]]) -> None:
 
 def main(out: Path) -> None:
     base = fids_of(BASELINE, out)
-    profiled = BASELINE.runs(out / "posthoc") if (out / "posthoc").is_dir() else {}
-    again = {k: training_fid(r) for k, r in profiled.items()}
+    profiled = PROFILED.runs(out)
+    again = fids_of(PROFILED, out)
     sigma = best_length(out) if 0 in profiled else None
     posthoc = {}
     if sigma is not None:
@@ -134,7 +135,7 @@ def main(out: Path) -> None:
             "setting - baseline [95% CI]", "paired p", "baseline / setting", "verdict"]  # fmt: skip
     rows = [row(BASELINE.label, base, base)]
     if again:
-        rows.append(row("the same runs again, post-hoc EMA profiles stored", again, base))
+        rows.append(row(PROFILED.label, again, base))
     if posthoc:
         rows.append(row(f"their post-hoc EMA, sigma_rel={sigma:g}", posthoc, base))
     rows += [row(lever.label, fids, base) for lever in LEVERS if (fids := fids_of(lever, out))]
