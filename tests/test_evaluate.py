@@ -222,6 +222,27 @@ def test_cache_builds_on_first_use_and_loads_weights_only(stand_in_build, tmp_pa
         cache.load_evaluator(folder)
 
 
+@needs_mnist
+def test_a_second_evaluator_of_another_shape_builds_from_the_command(tmp_path, capsys):
+    """``arch.width`` / ``arch.feature_dim`` shape the classifier; its cache rebuilds that shape
+    and the reference has its feature width (a second evaluator checks the first one's verdict)."""
+    from ddpm.evaluate import build
+
+    def composed(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("evaluator", [f"dataset.root={DATA_ROOT}", "download=false", *overrides])
+
+    folder = tmp_path / "second"
+    args = ("epochs=1", "limit=200", "device=cpu", f"cache_dir={folder}")
+    build.main(composed("arch.width=8", "arch.feature_dim=24", "seed=1", *args))
+    model, ref = cache.load_evaluator(folder, build_missing=False)
+    assert (model.width, model.feature_dim, model.meta["seed"]) == (8, 24, 1)
+    assert ref.count == 10_000 and ref.features.shape == (10_000, 24)
+    assert "test accuracy" in capsys.readouterr().out
+    with pytest.raises(UserError, match=r"arch\.width=0: an integer >= 1"):
+        build.main(composed("arch.width=0", *args))
+
+
 def test_cache_dir_follows_ddpm_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("DDPM_CACHE_DIR", str(tmp_path))
     assert cache.default_dir() == tmp_path / "evaluator"
@@ -298,6 +319,7 @@ def test_evaluate_command_writes_json_and_logs_into_the_runs_wandb_run(
     saved = json.loads((run_dir / "eval" / "ddim_2_n12.json").read_text())
     assert saved["metrics"] == result["metrics"] and saved["step"] == 4
     assert saved["nfe"] == 2  # DDIM, two steps
+    assert saved["evaluator"]["arch"]["width"] == 8  # which classifier measured: the stand-in
     assert {"fid", "kid", "precision", "recall", "confident_share"} <= set(saved["metrics"])
     runs = read_runs(run_dir)
     assert len(runs) == 2 and runs[0].run_id == runs[1].run_id == first.id

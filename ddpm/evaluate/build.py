@@ -3,7 +3,7 @@ write its cache (weights and test-split reference statistics), for every later e
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ddpm.evaluate import cache
 from ddpm.frontend.cli import hydra_command
@@ -23,6 +23,7 @@ def main(cfg: DictConfig) -> None:
         limit=cfg.limit,
         dataset=name,
         options={"checksums": cfg.dataset.checksums} if name == "cifar10" else None,
+        arch={k: v for k, v in OmegaConf.to_container(cfg.arch).items() if v is not None},
     )
     print(
         f"evaluator ({name}): test accuracy {meta['test_accuracy']:.4f}, trained in "

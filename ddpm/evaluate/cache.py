@@ -136,9 +136,11 @@ def build(
     limit: int | None = None,
     dataset: str = "mnist",
     options: dict[str, Any] | None = None,
+    arch: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Trains ``dataset``'s evaluator on its train split (the first ``limit`` images when
-    set), measures it on the test split, writes both cache files."""
+    set), measures it on the test split, writes both cache files. ``arch``: the classifier's
+    ``width`` / ``feature_dim`` when not its own defaults."""
     require(is_int(epochs, 1), "epochs", epochs, "an integer >= 1")
     require(limit is None or is_int(limit, 10), "limit", limit, "null or an integer >= 10")
     check_dataset(dataset)
@@ -151,7 +153,7 @@ def build(
     if limit is not None:
         train = ImageDataset(train.images[:limit], train.labels[:limit], train.name)
     start = time.perf_counter()
-    model = train_classifier(train, epochs=epochs, seed=seed, device=device)
+    model = train_classifier(train, epochs=epochs, seed=seed, device=device, arch=arch)
     seconds = time.perf_counter() - start
     meta = {
         "format": FORMAT,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddpm.data import ImageDataset, batch_stream
-from ddpm.errors import require
+from ddpm.errors import is_int, require
 
 log = logging.getLogger("ddpm")
 
@@ -126,15 +126,22 @@ def train_classifier(
     device: torch.device | str = "cpu",
     batch_size: int = 128,
     lr: float = 2e-3,
+    arch: dict[str, int] | None = None,
 ) -> Classifier:
     """Adam with a one-cycle learning rate and light augmentation; returns it in eval mode.
-    Its input shape and class count are the training data's."""
+    Its input shape and class count are the training data's; ``arch`` may set ``width`` and
+    ``feature_dim`` (a second evaluator of another shape checks a first one's verdict)."""
     require(epochs >= 1, "epochs", epochs, "an integer >= 1")
     device = torch.device(device)
     torch.manual_seed(seed)
     _, channels, size, _ = train.images.shape
     classes = max(10, int(train.labels.max()) + 1)
-    model = Classifier(num_classes=classes, in_channels=channels, image_size=size).to(device)
+    shape = dict(arch or {})
+    require(set(shape) <= {"width", "feature_dim"}, "arch", shape, "keys width and feature_dim")
+    for key, value in shape.items():
+        require(is_int(value, 1), f"arch.{key}", value, "an integer >= 1")
+    model = Classifier(num_classes=classes, in_channels=channels, image_size=size, **shape)
+    model = model.to(device)
     images, labels = train.images.to(device), train.labels.to(device)
     per_epoch = math.ceil(len(images) / batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

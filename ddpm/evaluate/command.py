@@ -65,6 +65,8 @@ def scorer(cfg: DictConfig, run_cfg: DictConfig, device: Any) -> tuple[Any, Any,
         "dir": str(resolve_dir(cfg.evaluator_dir, name)),
         "test_accuracy": model.meta["test_accuracy"],
         "build_id": model.meta["build_id"],
+        "arch": model.arch(),  # which classifier: a second evaluator differs here and in seed
+        "seed": model.meta.get("seed"),
     }
     return model, reference, info
 

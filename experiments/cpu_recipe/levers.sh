@@ -13,11 +13,14 @@
 #      deterministic samplers only (50 steps of dpm_solver_pp): OT's own share is tested against
 #      the flow runs on that sampler (ddpm.evaluate, x_T seed = training seed + 1, as a run's
 #      own evaluation draws it);
+#      batch 64 for 4000 steps (the same images and FLOPs);
 #   4. one-seed screens: the learning rate warmed up over 100 steps and decayed linearly to 0;
-#      EDM with the data's std (0.62) as sigma_data; batch 64 for 4000 steps (the same images).
+#      EDM with the data's std (0.62) as sigma_data; recipe=flow with batch 64 for 4000 steps;
+#   5. the flow-against-DDPM verdict on a second evaluator (another classifier: width 64, 256
+#      features, training seed 1): the same samples (x_T seed = training seed + 1) measured on it.
 # levers_report.py tests each setting against the baseline, paired by seed, and writes
 # levers.md. Re-running continues: finished jobs are skipped, evaluations redone.
-#   bash experiments/cpu_recipe/levers.sh   (about 10 min a run on a quiet 2-core CPU, 18 runs)
+#   bash experiments/cpu_recipe/levers.sh   (about 10 min a run on a quiet 2-core CPU, 21 runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-outputs/cpu_recipe/levers}
@@ -37,10 +40,23 @@ python -m ddpm.run "${COMMON[@]}" +formulation=flow_logit_normal process.pairing
   sampler=dpm_solver_pp sampler.steps=50 "trainer.seed=0,1,2" hydra.sweep.dir="$OUT/flow"
 python -m ddpm.run "${COMMON[@]}" +formulation=edm process.sigma_data=0.62 trainer.seed=0 \
   hydra.sweep.dir="$OUT/edm"
-python -m ddpm.run +experiment=formulations +formulation=ddpm_eps trainer.batch_size=64 \
-  trainer.max_steps=4000 trainer.eval_every=4000 trainer.eval_samples=2000 logger=none \
-  trainer.seed=0 hydra.sweep.dir="$OUT/batch"
+BATCH64=(+experiment=formulations trainer.batch_size=64 trainer.max_steps=4000
+  trainer.eval_every=4000 trainer.eval_samples=2000 logger=none)
+python -m ddpm.run "${BATCH64[@]}" +formulation=ddpm_eps "trainer.seed=0,1,2" \
+  hydra.sweep.dir="$OUT/batch"
+python -m ddpm.run "${BATCH64[@]}" +formulation=flow_logit_normal trainer.seed=0 \
+  hydra.sweep.dir="$OUT/flow_batch"
 seed_run() { ls -d "$1"/*trainer.seed="$2"; }  # a folder name holds = and ,: quoted for Hydra
+SECOND=${SECOND:-$HOME/.cache/ddpm/evaluator_second}
+[ -f "$SECOND/classifier.pt" ] || python -m ddpm.evaluate.build arch.width=64 \
+  arch.feature_dim=256 seed=1 cache_dir="$SECOND"
+for seed in 0 1 2; do
+  for run in "$OUT/ddpm_eps,trainer.eval_every=2000,trainer.eval_samples=2000,trainer.seed=$seed" \
+    "$OUT/flow/flow_logit_normal,trainer.eval_every=2000,trainer.eval_samples=2000,trainer.seed=$seed"; do
+    python -m ddpm.evaluate "run_dir='$run'" num_samples=2000 seed=$((seed + 1)) wandb=false \
+      evaluator_dir="$SECOND" "out_dir='$run/eval_second'"
+  done
+done
 python -m ddpm.evaluate -m "run_dir='$(seed_run "$OUT/posthoc" 0)'" num_samples=1000 seed=1 \
   wandb=false posthoc_ema=0.03,0.05,0.08,0.12
 for seed in 0 1 2; do

@@ -29,7 +29,8 @@ def seed_of(run: Path) -> int:
 @dataclass(frozen=True)
 class Setting:
     """One row: the finished runs in ``OUT/folder`` whose names hold ``has`` and not ``lacks``;
-    their FID is the one each measured at its end, or ``eval/<evaluation>.json``'s."""
+    their FID is the one each measured at its end, or ``<evaluation>.json``'s (a path in the
+    run: ``eval/...`` for ddpm.evaluate's default folder)."""
 
     label: str
     folder: str = "."
@@ -48,7 +49,10 @@ class Setting:
 
 LR = "trainer.lr_schedule=linear"
 OT = "process.pairing=ot"
-ODE = "dpm_solver_pp_50_n2000"  # ddpm.evaluate's file name for 2000 samples of 50 ODE steps
+ODE = "eval/dpm_solver_pp_50_n2000"  # ddpm.evaluate's file for 2000 samples of 50 ODE steps
+# the default sampler's 2000 samples (x_T seed = training seed + 1, as the run's own end-of-
+# training evaluation drew them) measured on the second evaluator (levers.sh builds it)
+SECOND = "eval_second/dpm_solver_pp_sde_50_n2000"
 BASELINE = Setting("recipe=cpu (baseline: EMA 0.999)", lacks=LR)
 PROFILED = Setting("the same runs again, post-hoc EMA profiles stored", "posthoc", lacks=LR)
 FLOW_OT = Setting("recipe=flow + OT pairing (process.pairing=ot), 50 ODE steps", "flow", has=OT)
@@ -56,16 +60,22 @@ LEVERS = (
     Setting("min-SNR-5 weighting (trainer.loss_weighting=min_snr)", "min_snr"),
     Setting("rectified flow, logit-normal t (recipe=flow)", "flow", lacks=OT),
     FLOW_OT,
+    Setting("batch 64 for 4000 steps (the same images and FLOPs)", "batch"),
 )
 SCREENS = (
     Setting("lr warm-up 100 steps, linear decay to 0", has=LR),
     Setting("EDM, the data's std as sigma_data (process.sigma_data=0.62)", "edm"),
-    Setting("batch 64 for 4000 steps (the same images and FLOPs)", "batch"),
+    Setting("recipe=flow with batch 64 for 4000 steps", "flow_batch"),
 )
 # a second question beside "against the baseline": OT's own share, against flow without it on
 # the same sampler (an OT run takes deterministic samplers only; x_T seeds paired)
 FLOW_ODE = Setting("recipe=flow, 50 ODE steps (dpm_solver_pp)", "flow", lacks=OT, evaluation=ODE)
 ATTRIBUTION = ((FLOW_OT, FLOW_ODE),)
+# the flow-against-DDPM verdict again, on the same samples measured by another classifier
+CHECKED = (
+    Setting(BASELINE.label, lacks=LR, evaluation=SECOND),
+    Setting(LEVERS[1].label, "flow", lacks=OT, evaluation=SECOND),
+)
 
 
 def training_fid(run: Path) -> float:
@@ -112,8 +122,16 @@ def row(name: str, fids: dict[int, float], base: dict[int, float]) -> list[str]:
 def fids_of(setting: Setting, out: Path) -> dict[int, float]:
     if not setting.evaluation:
         return {k: training_fid(r) for k, r in setting.runs(out).items()}
-    files = {k: r / "eval" / f"{setting.evaluation}.json" for k, r in setting.runs(out).items()}
+    files = {k: r / f"{setting.evaluation}.json" for k, r in setting.runs(out).items()}
     return {k: json.loads(f.read_text())["metrics"]["fid"] for k, f in files.items() if f.is_file()}
+
+
+def second_evaluator(run: Path) -> str:
+    """The second evaluator's shape, seed and test accuracy, as its evaluations recorded them."""
+    info = json.loads((run / f"{SECOND}.json").read_text())["evaluator"]
+    arch = info["arch"]
+    return (f"width {arch['width']}, {arch['feature_dim']} features, training seed {info['seed']}, "
+            f"test accuracy {100 * info['test_accuracy']:.2f}%")  # fmt: skip
 
 
 def table(head: list[str], rows: list[list[str]]) -> None:
@@ -148,6 +166,14 @@ def main(out: Path) -> None:
             print(f"\nAgainst {against.label} instead, paired by seed:\n")
             table([*head[:5], "setting - that [95% CI]", *head[6:]],
                   [row(against.label, other, other), row(setting.label, fids, other)])  # fmt: skip
+    base2, flow2 = (fids_of(setting, out) for setting in CHECKED)
+    if len(set(base2) & set(flow2)) >= 2:
+        arch = second_evaluator(next(iter(CHECKED[0].runs(out).values())))
+        print(
+            f"\nThe same samples (the default sampler, x_T seed = training seed + 1) on a second "
+            f"evaluator ({arch}):\n"
+        )
+        table(head, [row(CHECKED[0].label, base2, base2), row(CHECKED[1].label, flow2, base2)])
     if sigma is not None:
         choice = posthoc_fids(profiled[0], 1000)
         listed = ", ".join(f"{k:g}: {v:.2f}" for k, v in sorted(choice.items()))

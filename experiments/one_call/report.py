@@ -1,7 +1,10 @@
 """table.md of experiments/one_call: FID at 1, 2 and 4 calls per method, against the teacher's
 50-call FID, with each method's training cost in teacher steps.
 
-    python experiments/one_call/report.py TEACHER_RUN OUT_DIR > experiments/one_call/table.md
+    python experiments/one_call/report.py TEACHER_RUN OUT_DIR [TEACHER1_RUN] > .../table.md
+
+With TEACHER1_RUN (the teacher of training seed 1), a second table gives the winners' two seeds
+(OUT_DIR/seed1/<folder>) and the ratio of their mean to the two teachers' mean.
 
 Reads each run's summary.json and eval/*.json (ddpm.evaluate); the teacher's 50-call FID is
 the one its own training measured (trainer.eval_every). Costs are in teacher steps (one forward
@@ -15,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from ddpm.comparison.stats import summarize
+
 CALLS = (1, 2, 4)
 # A step's cost in teacher steps. reflow: the same forward and backward. ect: plus a no-grad
 # forward at the lower level (a forward is about a third of a forward and backward). meanflow:
@@ -27,6 +32,7 @@ TARGETS = {1: 2.0, 2: 1.5}  # the issue's: within 2x at 1 call and 1.5x at 2 cal
 # (folder under OUT, method, sampler): ect2000 is ECT at the issue's 30 + 30 minutes
 RUNS = (("reflow", "reflow", "distilled"), ("ect", "ect", "consistency"),
         ("ect2000", "ect", "consistency"), ("meanflow", "meanflow", "one_step"))  # fmt: skip
+SEEDED = RUNS[2:]  # the winners, also trained from seed 1 (OUT/seed1/<folder>)
 
 
 def summary(run: Path) -> dict:
@@ -81,5 +87,46 @@ def main(teacher: Path, out: Path) -> None:
         print("| " + " | ".join(row) + " |")
 
 
+def last_fids(run: Path, sampler: str) -> dict[int, float]:
+    """calls -> FID at the run's last evaluated checkpoint with ``sampler``."""
+    measured = fids(run)
+    last = max(k[0] for k in measured if k[1] == sampler)
+    return {k: v[0] for (step, name, k), v in measured.items() if step == last and name == sampler}
+
+
+def seeds_table(teachers: list[Path], out: Path) -> None:
+    """The winners over training seeds 0 and 1, against the mean of the teachers' 50-call FID."""
+    ref = summarize([summary(t)["fid"] for t in teachers]).mean
+    rows = []
+    for folder, method, sampler in SEEDED:
+        runs = [out / folder, out / "seed1" / folder]
+        if not all((r / "eval").is_dir() for r in runs):
+            continue
+        per_seed = [last_fids(r, sampler) for r in runs]
+        steps = summary(runs[0])["steps"]
+        for k in CALLS:
+            values = [f[k] for f in per_seed if k in f]
+            s = summarize(values)
+            spread = "" if s.std is None else f" ± {s.std:.2f}"
+            ratio = s.mean / ref
+            met = " (met)" if k in TARGETS and ratio <= TARGETS[k] else ""
+            cells = [f"{v:.2f}" for v in values]
+            rows.append([f"{method}, {steps} steps", str(k), *cells, f"{s.mean:.2f}{spread}",
+                         f"{ratio:.2f}x{met}"])  # fmt: skip
+    if not rows:
+        return
+    listed = ", ".join(f"{summary(t)['fid']:.2f}" for t in teachers)
+    print(f"\nThe winners over training seeds 0 and 1 (seed 1: the teacher of training seed 1, "
+          f"MeanFlow from seed 1; x_T seed = training seed), against the teachers' mean 50-call "
+          f"FID {ref:.2f} ({listed}):\n")  # fmt: skip
+    head = ["method", "calls", "seed 0", "seed 1", "mean ± std", "mean / teachers' mean"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 if __name__ == "__main__":
     main(Path(sys.argv[1]), Path(sys.argv[2]))
+    if len(sys.argv) > 3:
+        seeds_table([Path(sys.argv[1]), Path(sys.argv[3])], Path(sys.argv[2]))

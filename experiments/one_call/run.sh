@@ -4,7 +4,7 @@
 #   reflow | ect), and MeanFlow trained from scratch (process=meanflow), each sampled in 1, 2
 #   and 4 calls; the teacher's own 50-call figure is the reference row (the issue's targets are
 #   2x at 1 call and 1.5x at 2 calls of it). Then report.py writes table.md.
-#   TEACHER=<a recipe=cpu run> bash experiments/one_call/run.sh
+#   TEACHER=<a recipe=cpu run> [TEACHER1=<its seed-1 twin>] bash experiments/one_call/run.sh
 # The teacher of the table: experiments/cpu_recipe's baseline, seed 0 (2000 steps). Budgets are
 # steps, not minutes (a busy machine cannot change a result); report.py converts them to the
 # teacher's step cost with the training speeds each run logged.
@@ -36,4 +36,17 @@ evaluate "$OUT/ect2000" consistency
 evaluate "$OUT/meanflow" one_step
 # MeanFlow halfway too: 2000 of its steps cost about the teacher's 2000 + a student's 1000
 evaluate "$OUT/meanflow" one_step checkpoint="$OUT/meanflow/checkpoints/step_0002000.pt"
-python experiments/one_call/report.py "$TEACHER" "$OUT" > experiments/one_call/table.md
+# The winners' second seed (the quality issue's protocol: at least 2 seeds for the winner): ECT
+# 2000 on the teacher of training seed 1 (TEACHER1: the baseline's seed-1 run), MeanFlow 4000
+# from seed 1; their samples draw x_T seed 1 (seed 0's drew 0)
+if [ -n "${TEACHER1:-}" ]; then
+  python -m ddpm.distill "run_dir='$TEACHER1'" distill_method=ect trainer.max_steps=2000 \
+    trainer.seed=1 logger=none hydra.run.dir="$OUT/seed1/ect2000"
+  evaluate "$OUT/seed1/ect2000" consistency seed=1
+  python -m ddpm.run process=meanflow trainer.max_minutes=null trainer.max_steps="$MEANFLOW_STEPS" \
+    trainer.seed=1 trainer.checkpoint_every=500 trainer.keep_last=null trainer.sample_every=0 \
+    logger=none hydra.run.dir="$OUT/seed1/meanflow"
+  evaluate "$OUT/seed1/meanflow" one_step seed=1
+fi
+python experiments/one_call/report.py "$TEACHER" "$OUT" ${TEACHER1:+"$TEACHER1"} \
+  > experiments/one_call/table.md
