@@ -55,10 +55,11 @@ ODE = "eval/dpm_solver_pp_50_n2000"  # ddpm.evaluate's file for 2000 samples of 
 SECOND = "eval_second/dpm_solver_pp_sde_50_n2000"
 BASELINE = Setting("recipe=cpu (baseline: EMA 0.999)", lacks=LR)
 PROFILED = Setting("the same runs again, post-hoc EMA profiles stored", "posthoc", lacks=LR)
+FLOW = Setting("rectified flow, logit-normal t (recipe=flow)", "flow", lacks=OT)
 FLOW_OT = Setting("recipe=flow + OT pairing (process.pairing=ot), 50 ODE steps", "flow", has=OT)
 LEVERS = (
     Setting("min-SNR-5 weighting (trainer.loss_weighting=min_snr)", "min_snr"),
-    Setting("rectified flow, logit-normal t (recipe=flow)", "flow", lacks=OT),
+    FLOW,
     FLOW_OT,
     Setting("batch 64 for 4000 steps (the same images and FLOPs)", "batch"),
 )
@@ -73,8 +74,8 @@ FLOW_ODE = Setting("recipe=flow, 50 ODE steps (dpm_solver_pp)", "flow", lacks=OT
 ATTRIBUTION = ((FLOW_OT, FLOW_ODE),)
 # the flow-against-DDPM verdict again, on the same samples measured by another classifier
 CHECKED = (
-    Setting(BASELINE.label, lacks=LR, evaluation=SECOND),
-    Setting(LEVERS[1].label, "flow", lacks=OT, evaluation=SECOND),
+    Setting(BASELINE.label, BASELINE.folder, lacks=LR, evaluation=SECOND),
+    Setting(FLOW.label, FLOW.folder, lacks=OT, evaluation=SECOND),
 )
 
 
