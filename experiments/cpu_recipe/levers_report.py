@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ddpm.comparison.stats import paired_test, summarize
@@ -74,8 +74,8 @@ FLOW_ODE = Setting("recipe=flow, 50 ODE steps (dpm_solver_pp)", "flow", lacks=OT
 ATTRIBUTION = ((FLOW_OT, FLOW_ODE),)
 # the flow-against-DDPM verdict again, on the same samples measured by another classifier
 CHECKED = (
-    Setting(BASELINE.label, BASELINE.folder, lacks=LR, evaluation=SECOND),
-    Setting(FLOW.label, FLOW.folder, lacks=OT, evaluation=SECOND),
+    replace(BASELINE, evaluation=SECOND),
+    replace(FLOW, evaluation=SECOND),
 )
 
 
