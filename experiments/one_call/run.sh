@@ -36,6 +36,13 @@ evaluate "$OUT/ect2000" consistency
 evaluate "$OUT/meanflow" one_step
 # MeanFlow halfway too: 2000 of its steps cost about the teacher's 2000 + a student's 1000
 evaluate "$OUT/meanflow" one_step checkpoint="$OUT/meanflow/checkpoints/step_0002000.pt"
+# A screen (seed 0): MeanFlow with the paper's CIFAR-10 settings (logit-normal -2/2 times, 75% of
+# each batch r < t, adaptive p 0.75) for 2000 steps, against the defaults (its ImageNet ones) above
+python -m ddpm.run process=meanflow process.logit_mean=-2.0 process.logit_std=2.0 \
+  process.ratio_r_neq_t=0.75 process.adaptive_p=0.75 trainer.max_minutes=null \
+  trainer.max_steps=2000 trainer.checkpoint_every=500 trainer.keep_last=null trainer.sample_every=0 \
+  logger=none hydra.run.dir="$OUT/meanflow_cifar"
+evaluate "$OUT/meanflow_cifar" one_step
 # The winners' second seed (the quality issue's protocol: at least 2 seeds for the winner): ECT
 # 2000 on the teacher of training seed 1 (TEACHER1: the baseline's seed-1 run), MeanFlow 4000
 # from seed 1; their samples draw x_T seed 1 (seed 0's drew 0)
@@ -47,6 +54,16 @@ if [ -n "${TEACHER1:-}" ]; then
     trainer.seed=1 trainer.checkpoint_every=500 trainer.keep_last=null trainer.sample_every=0 \
     logger=none hydra.run.dir="$OUT/seed1/meanflow"
   evaluate "$OUT/seed1/meanflow" one_step seed=1
+  # 1-call FID moves with the x_T draw as much as with the training seed: each of the four runs
+  # at 1 call again with the other run's x_T seed (into <run>/eval_xt<seed>)
+  for folder in ect2000 meanflow; do
+    sampler=consistency; [ "$folder" = meanflow ] && sampler=one_step
+    for run_seed in "$OUT/$folder 1" "$OUT/seed1/$folder 0"; do
+      set -- $run_seed
+      python -m ddpm.evaluate run_dir="$1" sampler=$sampler sampler.steps=1 num_samples="$N" \
+        seed="$2" wandb=false progress=false out_dir="$1/eval_xt$2"
+    done
+  done
 fi
 python experiments/one_call/report.py "$TEACHER" "$OUT" ${TEACHER1:+"$TEACHER1"} \
   > experiments/one_call/table.md
