@@ -14,13 +14,14 @@
 #      the flow runs on that sampler (ddpm.evaluate, x_T seed = training seed + 1, as a run's
 #      own evaluation draws it);
 #      batch 64 for 4000 steps (the same images and FLOPs);
-#   4. one-seed screens: the learning rate warmed up over 100 steps and decayed linearly to 0;
-#      EDM with the data's std (0.62) as sigma_data; recipe=flow with batch 64 for 4000 steps;
+#   4. screens on seed 0: the learning rate warmed up over 100 steps and decayed linearly to 0;
+#      EDM with the data's std (0.62) as sigma_data; recipe=flow with batch 64 for 4000 steps
+#      (on seeds 0 and 1);
 #   5. the flow-against-DDPM verdict on a second evaluator (another classifier: width 64, 256
 #      features, training seed 1): the same samples (x_T seed = training seed + 1) measured on it.
 # levers_report.py tests each setting against the baseline, paired by seed, and writes
 # levers.md. Re-running continues: finished jobs are skipped, evaluations redone.
-#   bash experiments/cpu_recipe/levers.sh   (about 10 min a run on a quiet 2-core CPU, 21 runs)
+#   bash experiments/cpu_recipe/levers.sh   (about 10 min a run on a quiet 2-core CPU, 22 runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-outputs/cpu_recipe/levers}
@@ -44,7 +45,7 @@ BATCH64=(+experiment=formulations trainer.batch_size=64 trainer.max_steps=4000
   trainer.eval_every=4000 trainer.eval_samples=2000 logger=none)
 python -m ddpm.run "${BATCH64[@]}" +formulation=ddpm_eps "trainer.seed=0,1,2" \
   hydra.sweep.dir="$OUT/batch"
-python -m ddpm.run "${BATCH64[@]}" +formulation=flow_logit_normal trainer.seed=0 \
+python -m ddpm.run "${BATCH64[@]}" +formulation=flow_logit_normal "trainer.seed=0,1" \
   hydra.sweep.dir="$OUT/flow_batch"
 seed_run() { ls -d "$1"/*trainer.seed="$2"; }  # a folder name holds = and ,: quoted for Hydra
 SECOND=${SECOND:-$HOME/.cache/ddpm/evaluator_second}

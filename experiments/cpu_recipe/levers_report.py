@@ -181,8 +181,8 @@ def main(out: Path) -> None:
         print(f"\nPost-hoc EMA length chosen on seed 0 (1000 samples, x_T seed 1): {listed}.")
     screens = [(screen, fids_of(screen, out)) for screen in SCREENS]
     if any(fids for _, fids in screens):
-        print("\nScreens on one training seed (no interval: not established by design), the "
-              "same protocol:\n")  # fmt: skip
+        print("\nScreens on one or two training seeds (no interval: not established by design), "
+              "the same protocol:\n")  # fmt: skip
         table(["setting", "seed", "FID", "baseline's FID, same seed"],
               [[screen.label, str(k), f"{f:.2f}", f"{base.get(k, float('nan')):.2f}"]
                for screen, fids in screens for k, f in sorted(fids.items())])  # fmt: skip
