@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ddpm.comparison.stats import paired_test, summarize
+from ddpm.comparison.table import markdown
 
 SEEDS = (0, 1, 2)
 BAR = 1.3  # the quality issue's: a default moves only at >= 1.3x with a significant paired test
@@ -136,10 +137,7 @@ def second_evaluator(run: Path) -> str:
 
 
 def table(head: list[str], rows: list[list[str]]) -> None:
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print(markdown(head, rows))
 
 
 def main(out: Path) -> None:

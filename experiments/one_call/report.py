@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ddpm.comparison.stats import summarize
+from ddpm.comparison.table import markdown
 
 CALLS = (1, 2, 4)
 # A step's cost in teacher steps. reflow: the same forward and backward. ect: plus a no-grad
@@ -87,10 +88,7 @@ def main(teacher: Path, out: Path) -> None:
         f"FID of {', '.join(map(str, sorted(samples))) or '-'} samples per cell; the teacher's "
         f"reference: {ref:.2f} (its own end-of-training FID, 2000 samples at 50 calls).\n"
     )
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(markdown(head, rows))
 
 
 def last_fids(run: Path, sampler: str) -> dict[int, float]:
@@ -137,10 +135,7 @@ def seeds_table(teachers: list[Path], out: Path) -> None:
           f"MeanFlow from seed 1; x_T seed = training seed), against the teachers' mean 50-call "
           f"FID {ref:.2f} ({listed}):\n")  # fmt: skip
     head = ["method", "calls", "seed 0", "seed 1", "mean ± std", "mean / teachers' mean"]
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(markdown(head, rows))
 
 
 if __name__ == "__main__":
