@@ -15,7 +15,7 @@ from wandb_files import _chunks, read_runs
 
 from ddpm.compare import loss_figure, report
 from ddpm.comparison.jobs import find_jobs
-from ddpm.comparison.stats import summarize
+from ddpm.comparison.stats import paired_test, summarize
 from ddpm.errors import UserError
 
 T_975_2 = 4.302652729749462
@@ -78,7 +78,7 @@ def test_the_best_setting_is_tested_against_every_other(sweep):
     rows = [r for r in section.splitlines() if r.startswith(f"| {FID} |")]
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
     # lr=1e-3 is best (mean 42); against lr=1e-4 the seeds pair: differences -10, -11, -11
-    best, other, diff, interval, test, p, said = cells[0][1:]
+    best, other, diff, interval, test, p, p_holm, said = cells[0][1:]
     assert (best, other, test) == (
         "`optimizer.lr=1e-3`",
         "`optimizer.lr=1e-4`",
@@ -89,10 +89,11 @@ def test_the_best_setting_is_tested_against_every_other(sweep):
     assert diff == f"{statistics.mean(d):.2f}"
     assert interval == f"[{statistics.mean(d) - half:.2f}, {statistics.mean(d) + half:.2f}]"
     assert float(p) < 0.05 and said.startswith("**win**: paired t-test over 3 seeds, p=")
+    assert p_holm == p  # the only comparison of FID that ran a test: nothing to adjust
     # against the one-seed lr=1e-2 (45): no interval, so no verdict either way
     assert cells[1][1:3] == ["`optimizer.lr=1e-3`", "`optimizer.lr=1e-2`"]
     assert cells[1][3:] == [
-        "-3.00", "-", "none (a side has n=1)", "-",
+        "-3.00", "-", "none (a side has n=1)", "-", "-",
         "not established: n=1: no interval, and fewer than 2 shared seeds to pair",
     ]  # fmt: skip
     assert section.index("| FID [") < section.index("| KID [")  # FID first
@@ -118,6 +119,29 @@ def test_a_named_baseline_is_tested_against_every_other_setting_with_its_ratio(s
     assert cells[1][-1].startswith("not established: n=1")
     with pytest.raises(UserError, match=r"baseline='lr=1': a setting's label: \['optimizer"):
         report(sweep, baseline="lr=1")
+
+
+def test_two_wins_at_p_near_004_are_not_established_together_holm(tmp_path, make_cfg):
+    """Against the baseline 50, 53, 55: 47, 47, 51 (differences -3, -6, -4, p = 0.0390) and
+    47, 47, 50 (-3, -6, -5, p = 0.0339) each pass p < 0.05 alone; tested together, Holm
+    doubles the smaller p (0.0678) and keeps the larger at least that: neither is a win."""
+    fids = {"1e-4": (50.0, 53.0, 55.0), "1e-3": (47.0, 47.0, 51.0), "3e-3": (47.0, 47.0, 50.0)}
+    for n, (lr, seed) in enumerate((lr, s) for lr in fids for s in range(3)):
+        cfg = make_cfg("sampler=heun", "trainer.eval_samples=200", f"trainer.seed={seed}")
+        overrides = [f"optimizer.lr={lr}", f"trainer.seed={seed}"]
+        make_job(tmp_path, str(n), overrides, cfg, {"fid": fids[lr][seed]}, {"sampler": "heun"})
+    section = report(tmp_path, baseline="optimizer.lr=1e-4").comparisons
+    rows = [r for r in section.splitlines() if r.startswith(f"| {FID} |")]
+    cells = {c[1]: c for c in ([x.strip() for x in r.strip("|").split("|")] for r in rows)}
+    p = {lr: paired_test(fids[lr], fids["1e-4"]).p for lr in ("1e-3", "3e-3")}
+    assert p["1e-3"] == pytest.approx(0.03901, abs=1e-5)
+    assert p["3e-3"] == pytest.approx(0.03391, abs=1e-5)
+    for lr in ("1e-3", "3e-3"):
+        cell = cells[f"`optimizer.lr={lr}`"]
+        assert float(cell[7]) == pytest.approx(p[lr], rel=1e-3)
+        assert float(cell[8]) == pytest.approx(2 * p["3e-3"], rel=1e-3)  # 0.0678 both
+        assert cell[9].startswith("not established: paired t-test over 3 seeds")
+        assert "but Holm-adjusted over 2 tests p=0.0678" in cell[9]
 
 
 def test_replicate_keys_empty_gives_a_row_per_job(sweep):

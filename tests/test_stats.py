@@ -9,6 +9,7 @@ import pytest
 
 from ddpm.comparison.stats import (
     compare_settings,
+    holm,
     paired_test,
     summarize,
     t_quantile,
@@ -94,3 +95,12 @@ def test_a_paired_difference_whose_interval_holds_0_is_not_established():
     # identical seeds: zero spread, zero difference -> p = 1, never a division by zero
     same = verdict(a, dict(a))
     assert same.test is not None and same.test.p == 1.0 and not same.win
+
+
+def test_holm_multiplies_the_kth_smallest_p_by_m_minus_k_plus_1_and_keeps_the_order():
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, 2 * 0.03, max(0.06, 1 * 0.04): given order kept
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06], abs=1e-12)
+    assert holm([0.02, 0.03]) == pytest.approx([0.04, 0.04], abs=1e-12)  # both pass at 0.05
+    assert holm([0.6, 0.2]) == pytest.approx([0.6, 0.4], abs=1e-12)
+    assert holm([0.9, 0.7]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.03]) == [0.03] and holm([]) == []

@@ -120,6 +120,22 @@ def welch_test(a: Sequence[float], b: Sequence[float]) -> Test:
     return Test("Welch t-test", (sa.n, sb.n), diff, diff - half, diff + half, p)
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``m`` p-values tested together, in their given order.
+
+    Testing several settings against one baseline gives each a chance to pass by luck; Holm
+    keeps the chance that any of them does below ``ALPHA``: the k-th smallest p is multiplied
+    by ``m - k + 1``, made non-decreasing, and capped at 1. Compare the result with ``ALPHA``.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def compare_settings(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> Test | None:
     """``a - b`` for two settings keyed by seed: paired over the seeds they share (>= 2 of
     them), else Welch's t-test on all values; None when neither can run (n = 1 somewhere)."""

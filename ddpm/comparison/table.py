@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ddpm.comparison.jobs import QUALITY, Evaluation, Job, Setting, settings
-from ddpm.comparison.stats import Test, Verdict, summarize, verdict
+from ddpm.comparison.stats import ALPHA, Test, Verdict, holm, summarize, verdict
 from ddpm.errors import require
 
 # Summary keys shown when any job has them (training's own numbers): the loss before the
@@ -152,6 +152,25 @@ class Comparison:
     difference: float
     verdict: Verdict
     ratio: float  # other's mean / best's (lower-is-better metrics), else best's / other's
+    p_holm: float | None = None  # the test's p, Holm-adjusted over the metric's comparisons
+
+
+def _holm_family(items: list[Comparison]) -> list[Comparison]:
+    """One metric's comparisons with their p-values Holm-adjusted over the ones that ran a
+    test: several settings tested at 0.05 each would find a lucky win far more often than 1
+    in 20. A win whose adjusted p is not below 0.05 is not established."""
+    raw = [None if c.verdict.test is None else c.verdict.test.p for c in items]
+    tested = [p for p in raw if p is not None]
+    adjusted = iter(holm(tested))
+    out = []
+    for c, p_raw in zip(items, raw, strict=True):
+        p = None if p_raw is None else next(adjusted)
+        said = c.verdict
+        if said.win and p is not None and p >= ALPHA:
+            said = Verdict(False, said.test, f"{said.reason}, but Holm-adjusted over "
+                           f"{len(tested)} tests p={p:.3g}")  # fmt: skip
+        out.append(replace(c, verdict=said, p_holm=p))
+    return out
 
 
 def comparisons(jobs: list[Job], baseline: str | None = None) -> list[Comparison]:
@@ -168,6 +187,7 @@ def comparisons(jobs: list[Job], baseline: str | None = None) -> list[Comparison
         if len(measured) < 2:
             continue
         means = {s.label: summarize(list(v.values())).mean for s, v in measured}
+        family: list[Comparison] = []
         pick = min if metric.lower_is_better else max
         if baseline is None:
             ref, ref_values = pick(measured, key=lambda sv: means[sv[0].label])
@@ -184,7 +204,8 @@ def comparisons(jobs: list[Job], baseline: str | None = None) -> list[Comparison
                 diff = said.test.difference
             a, b = means[tested.label], means[other.label]
             ratio = (b / a if metric.lower_is_better else a / b) if a and b else math.nan
-            out.append(Comparison(metric, tested, other, diff, said, ratio))
+            family.append(Comparison(metric, tested, other, diff, said, ratio))
+        out += _holm_family(family)
     return out
 
 
@@ -214,11 +235,13 @@ def comparisons_text(items: list[Comparison], baseline: str | None = None) -> st
         "",
         f"{who} A difference is a **win** only when a paired t-test over the seeds both share "
         "says so (p < 0.05, its 95% CI excluding 0) or, without 2 shared seeds, when the two "
-        "95% intervals do not overlap; otherwise it is **not established**.",
+        "95% intervals do not overlap; otherwise it is **not established**. With several "
+        "comparisons of one metric, their p-values are Holm-adjusted together (`Holm p`) and a "
+        "win needs that below 0.05 too.",
         "",
     ]
     pair = ("best", "other") if baseline is None else ("setting", "baseline")
-    head = ["metric", *pair, f"{pair[0]} - {pair[1]}", "95% CI", "test", "p", "verdict"]
+    head = ["metric", *pair, f"{pair[0]} - {pair[1]}", "95% CI", "test", "p", "Holm p", "verdict"]
     if baseline is not None:
         head.insert(4, "x baseline")
     rows = []
@@ -226,9 +249,10 @@ def comparisons_text(items: list[Comparison], baseline: str | None = None) -> st
         t, fmt = c.verdict.test, c.metric.fmt
         interval = "-" if t is None else f"[{_cell(t.low, fmt)}, {_cell(t.high, fmt)}]"
         p = "-" if t is None else f"{t.p:.3g}"
+        p_holm = "-" if c.p_holm is None else f"{c.p_holm:.3g}"
         word = f"**{c.verdict.word}**" if c.verdict.win else c.verdict.word
         row = [c.metric.header, f"`{c.best.label}`", f"`{c.other.label}`",
-               _cell(c.difference, fmt), interval, _test_name(t), p,
+               _cell(c.difference, fmt), interval, _test_name(t), p, p_holm,
                f"{word}: {c.verdict.reason}"]  # fmt: skip
         if baseline is not None:
             row.insert(4, f"{c.ratio:.2f}x")
