@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm.configs.presets import CONF_DIR, preset
 from ddpm.configs.run_config import Parts, build_parts
+from ddpm.configs.unread import named_process
 from ddpm.data import batch_stream
 from ddpm.errors import UserError, plain, require
 from ddpm.frontend.cli import hydra_command
@@ -387,7 +388,7 @@ def main(cfg: DictConfig) -> None:
         (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
-cli = hydra_command("ddpm-bench", __doc__, "bench", main)
+cli = hydra_command("ddpm-bench", __doc__, "bench", main, rewrite=named_process)
 
 if __name__ == "__main__":
     cli()

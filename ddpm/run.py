@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.configs.run_config import Parts, build_parts, check_top_level
-from ddpm.configs.unread import check_named, without_unread
+from ddpm.configs.unread import check_named, named_process, without_unread
 from ddpm.data import ImageDataset
 from ddpm.errors import UserError, require
 from ddpm.evaluate.cache import evaluator_for, load_evaluator
@@ -281,7 +281,7 @@ def main(cfg: DictConfig) -> float:
     return objective(cfg, summary)
 
 
-cli = hydra_command("ddpm-run", __doc__, "config", main)
+cli = hydra_command("ddpm-run", __doc__, "config", main, rewrite=named_process)
 
 if __name__ == "__main__":
     cli()

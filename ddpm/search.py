@@ -33,6 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ddpm.configs.run_config import check_command_line, one_line, validate
+from ddpm.configs.unread import named_process
 from ddpm.errors import UserError, fail, is_int, is_number, require
 from ddpm.frontend.cli import hydra_command
 from ddpm.run import objective, run
@@ -329,7 +330,7 @@ def main(cfg: DictConfig) -> float:
     return float(result.get("best_value", math.nan))
 
 
-cli = hydra_command("ddpm-search", __doc__, "search", main)
+cli = hydra_command("ddpm-search", __doc__, "search", main, rewrite=named_process)
 
 if __name__ == "__main__":
     cli()

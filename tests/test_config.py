@@ -213,20 +213,25 @@ def test_naming_a_model_changes_the_model_and_nothing_else(make_cfg) -> None:
 
 
 def test_recipes_compose_to_their_settings(make_cfg) -> None:
-    cpu = make_cfg()  # the default recipe: DDPM (eps, cosine) on the residual res_tiny net
+    cpu = make_cfg()  # the default recipe: rectified flow, logit-normal times, res_tiny, batch 64
     assert cpu.model._target_.endswith("ResUNet") and list(cpu.model.channels) == [16, 32, 64]
     assert cpu.model.dropout == 0 and cpu.model.prediction == "eps"
-    assert cpu.process._target_.endswith("DDPMProcess") and cpu.schedule._target_.endswith("cosine")
-    assert (cpu.optimizer.lr, cpu.trainer.ema_decay, cpu.trainer.max_minutes) == (1e-3, 0.999, 30)
-    flow = make_cfg("recipe=flow")  # the same under rectified flow, SD3's logit-normal times
-    assert flow.process._target_.endswith("FlowProcess")
-    assert (flow.process.time_sampling, flow.process.logit_mean, flow.process.logit_std) == (
+    assert cpu.process._target_.endswith("FlowProcess")
+    assert (cpu.process.time_sampling, cpu.process.logit_mean, cpu.process.logit_std) == (
         "logit_normal",
         0.0,
         1.0,
     )
-    assert list(flow.model.channels) == [16, 32, 64] and flow.optimizer.lr == 1e-3
-    assert (flow.trainer.ema_decay, flow.trainer.max_minutes) == (0.999, 30)
+    assert (cpu.optimizer.lr, cpu.trainer.ema_decay, cpu.trainer.max_minutes) == (1e-3, 0.999, 30)
+    assert cpu.trainer.batch_size == 64
+    ddpm = make_cfg("recipe=ddpm")  # the default before: DDPM (eps, cosine) at batch 128
+    assert ddpm.process._target_.endswith("DDPMProcess")
+    assert ddpm.schedule._target_.endswith("cosine") and ddpm.trainer.batch_size == 128
+    assert list(ddpm.model.channels) == [16, 32, 64] and ddpm.optimizer.lr == 1e-3
+    assert (ddpm.trainer.ema_decay, ddpm.trainer.max_minutes) == (0.999, 30)
+    flow = make_cfg("recipe=flow")  # the default at batch 128
+    assert flow.process == cpu.process and flow.trainer.batch_size == 128
+    assert (flow.model, flow.optimizer) == (cpu.model, cpu.optimizer)
     fast = make_cfg("recipe=fast")  # the same with the quarter-width seed net
     assert fast.model._target_.endswith(".UNet") and list(fast.model.channels) == [32, 64, 128]
     assert (fast.optimizer.lr, fast.trainer.ema_decay) == (1e-3, 0.999)

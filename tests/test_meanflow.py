@@ -182,7 +182,7 @@ def test_one_step_on_a_run_without_average_velocities_is_one_line(make_cfg):
         message = str(err.value)
         assert message.startswith("sampler='one_step': needs a process that learns average")
         assert "\n" not in message
-    with pytest.raises(UserError, match=r"^sampler='one_step': .*this run trains process=ddpm"):
+    with pytest.raises(UserError, match=r"^sampler='one_step': .*this run trains process=flow"):
         validate(make_cfg("sampler=one_step"))  # a training run's config: refused before it runs
     sampler = preset("sampler", "one_step", schedule=preset("process", "meanflow").grid)
     assert isinstance(sampler, OneStepSampler)

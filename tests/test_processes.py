@@ -320,10 +320,10 @@ def test_an_unknown_process_is_one_error_line_and_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_the_group_default_and_the_default_recipe_are_ddpm_and_every_option_builds(make_cfg):
+def test_the_group_default_is_ddpm_the_default_recipe_flow_and_every_option_builds(make_cfg):
     assert isinstance(build_parts(make_cfg("recipe=seed")).process, DDPMProcess)
-    assert isinstance(build_parts(make_cfg()).process, DDPMProcess)  # recipe=cpu
-    assert isinstance(build_parts(make_cfg("recipe=flow")).process, FlowProcess)
+    assert isinstance(build_parts(make_cfg()).process, FlowProcess)  # recipe=cpu
+    assert isinstance(build_parts(make_cfg("recipe=ddpm")).process, DDPMProcess)
     for name, cls in (("ddpm", DDPMProcess), ("flow", FlowProcess), ("edm", EDMProcess)):
         parts = build_parts(make_cfg(f"process={name}"))
         assert isinstance(parts.process, cls) and parts.sampler.schedule is parts.process.grid

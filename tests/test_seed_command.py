@@ -9,7 +9,7 @@ from conftest import TINY, train_tiny
 
 from ddpm.configs.presets import preset
 from ddpm.configs.run_config import build_parts, check_command_line
-from ddpm.configs.unread import check_named, readers, without_unread
+from ddpm.configs.unread import check_named, named_process, readers, without_unread
 from ddpm.errors import UserError
 from ddpm.runs.load import load_for_sampling
 from ddpm.samplers import auto_plan
@@ -19,8 +19,11 @@ PROCESSES = ("ddpm", "flow", "edm")
 
 def test_the_seed_command_trains_a_ddpm_on_the_linear_schedule(make_cfg):
     """``python -m ddpm.run model=small schedule=linear``: the study note's network and betas,
-    under the DDPM process, which reads both."""
-    cfg = make_cfg("model=small", "schedule=linear")
+    under the DDPM process, which reads both, though the default recipe trains flow: the
+    command line names DDPM's schedule, so it picks process=ddpm and records it."""
+    argv = named_process(["model=small", "schedule=linear"])
+    assert argv == ["model=small", "schedule=linear", "process=ddpm"]
+    cfg = make_cfg(*argv)
     parts = build_parts(without_unread(cfg))
     assert type(parts.process).__name__ == "DDPMProcess" and "schedule" in parts.process.reads
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)  # Ho et al.'s linear betas
@@ -30,13 +33,32 @@ def test_the_seed_command_trains_a_ddpm_on_the_linear_schedule(make_cfg):
     assert sum(p.numel() for p in parts.model.parameters()) == 757_505
 
 
-def test_the_default_run_reads_every_group_it_composes(make_cfg):
-    cfg = make_cfg()
-    assert cfg.process._target_.endswith("DDPMProcess") and "schedule" in cfg
-    assert without_unread(cfg) is cfg  # nothing composed and then dropped
-    flow = make_cfg("recipe=flow")
+def test_the_default_run_records_only_the_groups_it_reads(make_cfg):
+    ddpm = make_cfg("recipe=ddpm")
+    assert ddpm.process._target_.endswith("DDPMProcess") and "schedule" in ddpm
+    assert without_unread(ddpm) is ddpm  # nothing composed and then dropped
+    flow = make_cfg()
     assert flow.process._target_.endswith("FlowProcess")
     assert "schedule" not in without_unread(flow)  # recorded as it runs: no schedule
+
+
+@pytest.mark.parametrize(
+    ("argv", "added"),
+    [
+        (["schedule=cosine"], ["process=ddpm"]),
+        (["-m", "schedule=linear,cosine", "model=small,base"], ["process=ddpm"]),
+        (["model.prediction=v", "trainer.loss_weighting=min_snr"], ["process=ddpm"]),
+        (["model.interval_input=true"], ["process=meanflow"]),
+        (["trainer.loss_weighting=min_snr"], []),  # three processes read it: none picked
+        (["schedule=linear", "model.interval_input=true"], []),  # no one process reads both
+        (["recipe=flow", "schedule=linear"], []),  # a recipe picks the process: refused later
+        (["process=flow", "schedule=linear"], []),
+        (["+formulation=ddpm_v", "schedule=linear"], []),
+        (["model=small"], []),
+    ],
+)
+def test_a_key_one_process_reads_picks_that_process_unless_one_is_named(argv, added):
+    assert named_process(argv) == [*argv, *added]
 
 
 # (override, which processes read it): a schedule group or key, and DDPM's target
@@ -91,7 +113,7 @@ def test_every_named_group_or_key_is_read_or_refused(make_cfg, process, override
 def test_the_command_line_is_checked_before_hydra_makes_a_run_dir():
     with pytest.raises(UserError, match=r"^schedule.timesteps='-5': read by process=ddpm only"):
         check_command_line(["process=flow", "schedule.timesteps=-5"])
-    check_command_line(["model=small", "schedule=linear"])
+    check_command_line(named_process(["model=small", "schedule=linear"]))
 
 
 def test_a_sweep_needs_m_unless_a_preset_makes_the_run_a_sweep():

@@ -22,6 +22,7 @@ from ddpm.configs.presets import CONF_DIR
 from ddpm.errors import fail
 
 DROPPED = ("schedule",)  # groups removed from a run's config under a process that ignores them
+PICKS_PROCESS = ("process", "recipe", "experiment", "formulation")  # groups that choose one
 
 
 @functools.cache
@@ -33,6 +34,30 @@ def readers() -> dict[str, tuple[str, ...]]:
         for key in getattr(target, "reads", ()):
             found.setdefault(key, []).append(path.stem)
     return {key: tuple(options) for key, options in found.items()}
+
+
+def named_process(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``process=<p>`` added when ``p`` is the one process that reads every
+    process-specific key it names, and it names nothing that picks a process (``process``, a
+    recipe, an experiment, a formulation).
+
+    The study note's ``model=small schedule=linear`` names DDPM's schedule, so it trains DDPM
+    whichever process the default recipe uses; the run records ``process=ddpm`` among its
+    overrides. Keys of several processes, or of none, leave ``argv`` as it is.
+    """
+    keys = [a.lstrip("+~").partition("=")[0] for a in argv if "=" in a and not a.startswith("-")]
+    if any(k.split(".")[0] in PICKS_PROCESS for k in keys):
+        return list(argv)
+    named = [
+        set(options)
+        for key in keys
+        for other, options in readers().items()
+        if key == other or key.startswith(other + ".")
+    ]
+    common = set.intersection(*named) if named else set()
+    if len(common) != 1:
+        return list(argv)
+    return [*argv, f"process={common.pop()}"]
 
 
 def process_option(cfg: DictConfig) -> tuple[str, tuple[str, ...]]:

@@ -15,14 +15,14 @@
 #      own evaluation draws it);
 #      batch 64 for 4000 steps (the same images and FLOPs);
 #   4. screens on seed 0: the learning rate warmed up over 100 steps and decayed linearly to 0;
-#      EDM with the data's std (0.62) as sigma_data;
+#      EDM with the data's std (0.62) as sigma_data; flow with batch 32 for 8000 steps;
 #   5. the study declared in README section 4: the baseline, recipe=flow and recipe=flow with
 #      batch 64 for 4000 steps on seeds 0-4, each measured again on a second evaluator (another
 #      classifier: width 64, 256 features, training seed 1): the same samples (x_T seed =
 #      training seed + 1).
 # levers_report.py tests each setting against the baseline, paired by seed, and writes
 # levers.md. Re-running continues: finished jobs are skipped, evaluations redone.
-#   bash experiments/cpu_recipe/levers.sh   (about 10 min a run on a quiet 2-core CPU, 29 runs)
+#   bash experiments/cpu_recipe/levers.sh   (about 10 min a run on a quiet 2-core CPU, 30 runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-outputs/cpu_recipe/levers}
@@ -48,6 +48,9 @@ python -m ddpm.run "${BATCH64[@]}" +formulation=ddpm_eps "trainer.seed=0,1,2" \
   hydra.sweep.dir="$OUT/batch"
 python -m ddpm.run "${BATCH64[@]}" +formulation=flow_logit_normal "trainer.seed=0,1,2,3,4" \
   hydra.sweep.dir="$OUT/flow_batch"
+python -m ddpm.run +experiment=formulations trainer.batch_size=32 trainer.max_steps=8000 \
+  trainer.eval_every=8000 trainer.eval_samples=2000 logger=none +formulation=flow_logit_normal \
+  trainer.seed=0 hydra.sweep.dir="$OUT/flow_batch32"
 seed_run() { ls -d "$1"/*trainer.seed="$2"; }  # a folder name holds = and ,: quoted for Hydra
 SECOND=${SECOND:-$HOME/.cache/ddpm/evaluator_second}
 [ -f "$SECOND/classifier.pt" ] || python -m ddpm.evaluate.build arch.width=64 \

@@ -68,6 +68,7 @@ LEVERS = (
 SCREENS = (
     Setting("lr warm-up 100 steps, linear decay to 0", has=LR),
     Setting("EDM, the data's std as sigma_data (process.sigma_data=0.62)", "edm"),
+    Setting("recipe=flow with batch 32 for 8000 steps", "flow_batch32"),
 )
 FLOW_BATCH = Setting("recipe=flow with batch 64 for 4000 steps", "flow_batch")
 # a second question beside "against the baseline": OT's own share, against flow without it on

@@ -11,7 +11,7 @@ for m in small res_tiny res_small base; do
   python -m ddpm.bench model=$m "bench.variants=[fp32,compiled]" logger=none \
     out_dir="$OUT/bench_$m" > "$OUT/bench_$m.log" 2>&1
 done
-B="process=ddpm trainer.max_minutes=30 trainer.sample_every=0 trainer.checkpoint_every=0 logger=none"
+B="recipe=ddpm trainer.max_minutes=30 trainer.sample_every=0 trainer.checkpoint_every=0 logger=none"
 python -m ddpm.run $B hydra.run.dir="$OUT/small" > "$OUT/train_small.log" 2>&1
 for m in res_tiny res_small; do
   python -m ddpm.run model=$m model.dropout=0 $B hydra.run.dir="$OUT/$m" > "$OUT/train_$m.log" 2>&1

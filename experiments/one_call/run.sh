@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # One network call, three ways, on one network (res_tiny) and one metric (FID of 2000 samples):
-#   reflow and ECT students of a recipe=cpu teacher (python -m ddpm.distill, distill_method=
+#   reflow and ECT students of a recipe=ddpm teacher (python -m ddpm.distill, distill_method=
 #   reflow | ect), and MeanFlow trained from scratch (process=meanflow), each sampled in 1, 2
 #   and 4 calls; the teacher's own 50-call figure is the reference row (the issue's targets are
 #   2x at 1 call and 1.5x at 2 calls of it). Then report.py writes table.md.
-#   TEACHER=<a recipe=cpu run> [TEACHER1=<its seed-1 twin>] bash experiments/one_call/run.sh
+#   TEACHER=<a recipe=ddpm run> [TEACHER1=<its seed-1 twin>] bash experiments/one_call/run.sh
 # The teacher of the table: experiments/cpu_recipe's baseline, seed 0 (2000 steps). Budgets are
 # steps, not minutes (a busy machine cannot change a result); report.py converts them to the
 # teacher's step cost with the training speeds each run logged.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-TEACHER=${TEACHER:?a recipe=cpu training run folder}
+TEACHER=${TEACHER:?a recipe=ddpm training run folder}
 OUT=${OUT:-outputs/one_call}
 STUDENT_STEPS=${STUDENT_STEPS:-1000}
 MEANFLOW_STEPS=${MEANFLOW_STEPS:-4000}
@@ -22,7 +22,8 @@ done
 # ECT again for the issue's 30 + 30 minutes: 2000 steps after the teacher's 2000
 python -m ddpm.distill "run_dir='$TEACHER'" distill_method=ect trainer.max_steps=2000 logger=none \
   hydra.run.dir="$OUT/ect2000"
-python -m ddpm.run process=meanflow trainer.max_minutes=null trainer.max_steps="$MEANFLOW_STEPS" \
+python -m ddpm.run process=meanflow trainer.batch_size=128 trainer.max_minutes=null \
+  trainer.max_steps="$MEANFLOW_STEPS" \
   trainer.checkpoint_every=500 trainer.keep_last=null trainer.sample_every=0 logger=none \
   hydra.run.dir="$OUT/meanflow"
 evaluate() {  # evaluate RUN SAMPLER [key=value ...]: FID of $N samples for calls 1, 2 and 4
@@ -38,7 +39,8 @@ evaluate "$OUT/meanflow" one_step
 evaluate "$OUT/meanflow" one_step checkpoint="$OUT/meanflow/checkpoints/step_0002000.pt"
 # A screen (seed 0): MeanFlow with the paper's CIFAR-10 settings (logit-normal -2/2 times, 75% of
 # each batch r < t, adaptive p 0.75) for 2000 steps, against the defaults (its ImageNet ones) above
-python -m ddpm.run process=meanflow process.logit_mean=-2.0 process.logit_std=2.0 \
+python -m ddpm.run process=meanflow trainer.batch_size=128 process.logit_mean=-2.0 \
+  process.logit_std=2.0 \
   process.ratio_r_neq_t=0.75 process.adaptive_p=0.75 trainer.max_minutes=null \
   trainer.max_steps=2000 trainer.checkpoint_every=500 trainer.keep_last=null trainer.sample_every=0 \
   logger=none hydra.run.dir="$OUT/meanflow_cifar"
@@ -50,7 +52,8 @@ if [ -n "${TEACHER1:-}" ]; then
   python -m ddpm.distill "run_dir='$TEACHER1'" distill_method=ect trainer.max_steps=2000 \
     trainer.seed=1 logger=none hydra.run.dir="$OUT/seed1/ect2000"
   evaluate "$OUT/seed1/ect2000" consistency seed=1
-  python -m ddpm.run process=meanflow trainer.max_minutes=null trainer.max_steps="$MEANFLOW_STEPS" \
+  python -m ddpm.run process=meanflow trainer.batch_size=128 trainer.max_minutes=null \
+  trainer.max_steps="$MEANFLOW_STEPS" \
     trainer.seed=1 trainer.checkpoint_every=500 trainer.keep_last=null trainer.sample_every=0 \
     logger=none hydra.run.dir="$OUT/seed1/meanflow"
   evaluate "$OUT/seed1/meanflow" one_step seed=1

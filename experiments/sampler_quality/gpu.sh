@@ -30,9 +30,10 @@ M="python experiments/sampler_quality/measure.py --device $DEV --count $COUNT --
    --evaluator-dir $EVAL --data-root $DDPM_DATA_ROOT"
 $M --checkpoint "$CKPT" --store "$OUT/images_shared" --out "$OUT/results_gpu.jsonl" \
   --settings "${settings[@]}"
-# The second model: the default recipe, trained longer than the shared checkpoint.
+# The second model: recipe=ddpm (the default when this was measured), trained longer than the
+# shared checkpoint.
 if [[ ${SMOKE:-0} == 1 ]]; then LONG="trainer.max_steps=2"; else LONG="trainer.epochs=$EPOCHS"; fi
-python -m ddpm.run $LONG trainer.max_minutes=null trainer.sample_every=0 \
+python -m ddpm.run recipe=ddpm $LONG trainer.max_minutes=null trainer.sample_every=0 \
   trainer.checkpoint_every=0 device=$DEV logger=none hydra.run.dir="$OUT/long" > "$OUT/long.log" 2>&1
 $M --checkpoint "$OUT/long/checkpoints/last.pt" --store "$OUT/images_long" \
   --out "$OUT/results_gpu_long.jsonl" \
