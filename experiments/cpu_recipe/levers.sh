@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The recipe study's levers against recipe=cpu (DDPM, eps, cosine, res_tiny, AdamW 1e-3, EMA
-# 0.999), on the same three training seeds, each run for the formulations protocol's 2000 steps
-# (steps, not minutes: a busy machine cannot change a result), FID of 2000 samples at 50 calls
-# of the default sampler measured by each run at its end.
+# The recipe study's levers against recipe=ddpm (the default then: DDPM, eps, cosine, res_tiny,
+# AdamW 1e-3, EMA 0.999, batch 128), on the same three training seeds, each run for the
+# formulations protocol's 2000 steps (steps, not minutes: a busy machine cannot change a
+# result), FID of 2000 samples at 50 calls of the default sampler measured by each run at its
+# end.
 #   1. the baseline;
 #   2. the same runs again with EDM2's post-hoc EMA profiles stored (sigma_rel 0.05 and 0.10,
 #      every 100 steps): the profiles only watch, so training is the baseline's; the EMA length

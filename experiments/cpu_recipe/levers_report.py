@@ -55,7 +55,7 @@ ODE = "eval/dpm_solver_pp_50_n2000"  # ddpm.evaluate's file for 2000 samples of 
 # the default sampler's 2000 samples (x_T seed = training seed + 1, as the run's own end-of-
 # training evaluation drew them) measured on the second evaluator (levers.sh builds it)
 SECOND = "eval_second/dpm_solver_pp_sde_50_n2000"
-BASELINE = Setting("recipe=cpu (baseline: EMA 0.999)", lacks=LR)
+BASELINE = Setting("recipe=ddpm (the default then; EMA 0.999)", lacks=LR)
 PROFILED = Setting("the same runs again, post-hoc EMA profiles stored", "posthoc", lacks=LR)
 FLOW = Setting("rectified flow, logit-normal t (recipe=flow)", "flow", lacks=OT)
 FLOW_OT = Setting("recipe=flow + OT pairing (process.pairing=ot), 50 ODE steps", "flow", has=OT)
@@ -68,9 +68,9 @@ LEVERS = (
 SCREENS = (
     Setting("lr warm-up 100 steps, linear decay to 0", has=LR),
     Setting("EDM, the data's std as sigma_data (process.sigma_data=0.62)", "edm"),
-    Setting("recipe=flow with batch 32 for 8000 steps", "flow_batch32"),
+    Setting("flow with batch 32 for 8000 steps", "flow_batch32"),
 )
-FLOW_BATCH = Setting("recipe=flow with batch 64 for 4000 steps", "flow_batch")
+FLOW_BATCH = Setting("flow with batch 64 for 4000 steps (recipe=cpu now)", "flow_batch")
 # a second question beside "against the baseline": OT's own share, against flow without it on
 # the same sampler (an OT run takes deterministic samplers only; x_T seeds paired)
 FLOW_ODE = Setting("recipe=flow, 50 ODE steps (dpm_solver_pp)", "flow", lacks=OT, evaluation=ODE)

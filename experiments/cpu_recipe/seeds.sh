@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default's question on 3 training seeds: recipe=cpu (DDPM, eps, cosine) against recipe=flow
+# The default's question on 3 training seeds: recipe=cpu then (DDPM, eps, cosine) against flow
 # (rectified flow, logit-normal times), each on res_tiny for the formulations protocol's 2000
 # steps (the 30 minutes of the 2-core CPU that ran experiments/formulations), FID of 2000
 # samples at 50 calls of the default sampler measured by each run at its end. Then ddpm.compare
