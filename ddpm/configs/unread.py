@@ -5,7 +5,9 @@ EDM run never reads them. ``model.interval_input`` is MeanFlow's, and ``trainer.
 every process's but MeanFlow's (its loss weights itself). So a run refuses them when the
 command line names them under such a process (one line that says which process reads them),
 and drops the ``schedule`` node a recipe composed from the config it records and logs, so what
-a run records is what it ran.
+a run records is what it ran. Named with no process at all, such a key picks the one process
+that reads it (:func:`named_process`): the study note's ``model=small schedule=linear`` trains
+DDPM under the flow default.
 ``model.prediction`` and ``model.interval_input`` stay: the network is built with them, and each
 process checks they are what it trains (``eps``; the interval input for MeanFlow only).
 """
