@@ -75,4 +75,7 @@ for seed in 0 1 2; do
   python -m ddpm.evaluate "run_dir='$(seed_run "$OUT/posthoc" $seed)'" num_samples=2000 \
     wandb=false posthoc_ema="$BEST"
 done
+# the default (recipe=cpu) for its own 30 minutes of training steps, FID at its end
+python -m ddpm.run trainer.eval_every=1000000 trainer.eval_samples=2000 logger=none trainer.seed=0 \
+  hydra.run.dir="$OUT/default_30min"
 python experiments/cpu_recipe/levers_report.py "$OUT" > experiments/cpu_recipe/levers.md

@@ -45,6 +45,7 @@ class Setting:
         if not where.is_dir():
             return {}
         found = [d for d in where.iterdir() if (d / "summary.json").is_file()]
+        found = [d for d in found if "trainer.seed=" in d.name]  # a sweep's seeded jobs only
         keep = [d for d in found if self.has in d.name]
         return {seed_of(d): d for d in keep if not (self.lacks and self.lacks in d.name)}
 
@@ -246,6 +247,11 @@ def main(out: Path) -> None:
         table(["setting", "seed", "FID", "baseline's FID, same seed"],
               [[screen.label, str(k), f"{f:.2f}", f"{base.get(k, float('nan')):.2f}"]
                for screen, fids in screens for k, f in sorted(fids.items())])  # fmt: skip
+    thirty = out / "default_30min" / "summary.json"
+    if thirty.is_file():
+        s = json.loads(thirty.read_text())
+        print(f"\nrecipe=cpu after its own 30 minutes (training seed 0): {s['steps']} steps, "
+              f"{s['images_per_s']:.0f} images/s, FID {s['fid']:.2f} (2000 samples).")  # fmt: skip
     lr = SCREENS[0].runs(out)
     extra = posthoc_fids(lr[0], 1000) if 0 in lr else {}
     if extra:
