@@ -38,6 +38,17 @@ def readers() -> dict[str, tuple[str, ...]]:
     return {key: tuple(options) for key, options in found.items()}
 
 
+def _key(override: str) -> tuple[str, str]:
+    """``+schedule.timesteps=50`` -> (``schedule.timesteps``, ``50``)."""
+    key, _, value = override.lstrip("+~").partition("=")
+    return key, value
+
+
+def _under(key: str, group: str) -> bool:
+    """Whether ``key`` is ``group`` or a key inside it."""
+    return key == group or key.startswith(group + ".")
+
+
 def named_process(argv: Sequence[str]) -> list[str]:
     """``argv`` with ``process=<p>`` added when ``p`` is the one process that reads every
     process-specific key it names, and it names nothing that picks a process (``process``, a
@@ -47,14 +58,11 @@ def named_process(argv: Sequence[str]) -> list[str]:
     whichever process the default recipe uses; the run records ``process=ddpm`` among its
     overrides. Keys of several processes, or of none, leave ``argv`` as it is.
     """
-    keys = [a.lstrip("+~").partition("=")[0] for a in argv if "=" in a and not a.startswith("-")]
+    keys = [_key(a)[0] for a in argv if "=" in a and not a.startswith("-")]
     if any(k.split(".")[0] in PICKS_PROCESS for k in keys):
         return list(argv)
     named = [
-        set(options)
-        for key in keys
-        for other, options in readers().items()
-        if key == other or key.startswith(other + ".")
+        set(options) for key in keys for other, options in readers().items() if _under(key, other)
     ]
     common = set.intersection(*named) if named else set()
     if len(common) != 1:
@@ -82,9 +90,9 @@ def check_named(cfg: DictConfig, overrides: Sequence[str]) -> None:
     name, _ = process_option(cfg)
     skipped = unread(cfg)
     for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
+        key, value = _key(override)
         for other in skipped:
-            if key == other or key.startswith(other + "."):
+            if _under(key, other):
                 by = ", ".join(f"process={p}" for p in readers()[other])
                 fail(key, value, f"read by {by} only; this run trains process={name} (drop it)")
 
