@@ -24,8 +24,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.comparison.figure import Curve, comparison_figure
+from ddpm.comparison.figure import Curve, Progress, comparison_figure
 from ddpm.comparison.jobs import Job, compare_defaults, find_jobs, settings
+from ddpm.comparison.progress import quality_over_time
 from ddpm.comparison.stats import summarize
 from ddpm.comparison.table import (
     LEGEND,
@@ -33,6 +34,7 @@ from ddpm.comparison.table import (
     comparisons_text,
     markdown,
     metrics,
+    quality_columns,
     table_rows,
 )
 from ddpm.comparison.wandb_run import log_comparison
@@ -43,10 +45,29 @@ from ddpm.runs.viz import Figure, plt
 log = logging.getLogger("ddpm")
 
 
+def progress(jobs: list[Job], colors: dict[str, str]) -> tuple[list[Progress], str]:
+    """Each setting's FID during training against its training minutes, from the jobs whose
+    own measurement (``trainer.eval_every``) is the sweep's first training-FID column (the
+    same sampler, calls and samples: comparable), and that column's label."""
+    columns = [e for e, key, _, _ in quality_columns(jobs) if key == "fid" and e.training]
+    if not columns:
+        return [], ""
+    out = []
+    for s in settings(jobs):
+        points: dict[int, list[tuple[float, float]]] = {}
+        for job in (j for j in s.jobs if columns[0] in j.evals and j.batch_size):
+            for step, point in quality_over_time(job.metrics, job.batch_size).items():
+                points.setdefault(step, []).append(point)
+        if points:
+            out.append(Progress(s.label, points, colors[s.label]))
+    return out, f"FID [{columns[0].label}]"
+
+
 def loss_figure(jobs: list[Job], title: str) -> Figure:
     """Loss curves, one colour per setting (mean over its seeds, a min-max band), labelled by
     its overrides, a failed job's own curve dashed; beside them, when any FID was measured,
-    the first FID column per setting with its 95% interval."""
+    the first FID column per setting with its 95% interval, and when runs measured FID at two
+    or more steps of training, FID against training minutes."""
     curves, colors = [], {}
     for i, s in enumerate(settings(jobs)):
         colors[s.label] = f"C{i % 10}"
@@ -63,7 +84,7 @@ def loss_figure(jobs: list[Job], title: str) -> Figure:
         return comparison_figure(curves, title)
     points = [(s.label, summarize(list(v.values())), colors[s.label])
               for s in settings(jobs) if (v := s.values(fids[0].read))]  # fmt: skip
-    return comparison_figure(curves, title, points, fids[0].header)
+    return comparison_figure(curves, title, points, fids[0].header, *progress(jobs, colors))
 
 
 def plot(jobs: list[Job], path: Path) -> Path:

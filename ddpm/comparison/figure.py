@@ -1,5 +1,6 @@
-"""``comparison.png``: a sweep's loss curves per setting (mean over seeds, min-max band) and,
-when measured, one FID column per setting with its 95% interval. Plain data in, a figure out."""
+"""``comparison.png``: a sweep's loss curves per setting (mean over seeds, min-max band); when
+measured, one FID column per setting with its 95% interval; and when runs measured FID during
+training at two or more steps, FID against training minutes. Plain data in, a figure out."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ def wrapped(label: str, width: int = 60) -> str:
 
 
 Point = tuple[str, Summary, str | None]  # a setting's label, FID statistics and colour
+
+
+@dataclass
+class Progress:
+    """One setting's quality during training: ``step -> (training minutes, FID)`` per seed."""
+
+    label: str
+    points: dict[int, list[tuple[float, float]]]
+    color: str | None = None
 
 
 def _draw_curves(ax: plt.Axes, curves: Sequence[Curve]) -> None:
@@ -85,18 +95,46 @@ def _draw_points(ax: plt.Axes, points: Sequence[Point], header: str) -> None:
     ax.grid(alpha=0.3, axis="y")
 
 
+def _draw_progress(ax: plt.Axes, progress: Sequence[Progress], header: str) -> None:
+    """Each setting's FID at each measured step against the training minutes it took (both
+    means over its seeds; band: the seeds' min-max FID)."""
+    for p in progress:
+        steps = sorted(p.points)
+        minutes = [math.fsum(m for m, _ in p.points[s]) / len(p.points[s]) for s in steps]
+        fid = [math.fsum(f for _, f in p.points[s]) / len(p.points[s]) for s in steps]
+        n = max(len(v) for v in p.points.values())
+        (line,) = ax.plot(minutes, fid, "-o", ms=3, lw=1.3, color=p.color,
+                          label=f"{wrapped(p.label, 40)} (n={n})")  # fmt: skip
+        if n > 1:
+            low = [min(f for _, f in p.points[s]) for s in steps]
+            high = [max(f for _, f in p.points[s]) for s in steps]
+            ax.fill_between(minutes, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("training minutes (the trainer's clock: evaluations excluded)")
+    ax.set_ylabel("FID (mean over seeds; band: min-max)")
+    ax.set_yscale("log")
+    ax.set_title(header, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def comparison_figure(
     curves: Sequence[Curve],
     title: str,
     points: Sequence[Point] = (),
     header: str = "",
+    progress: Sequence[Progress] = (),
+    progress_header: str = "",
 ) -> Figure:
-    """The loss panel (first axes) and, when ``points`` are given, the FID panel beside it."""
+    """The loss panel (first axes); when ``points`` are given, the FID panel; when some
+    ``progress`` has two or more steps, the FID-against-training-minutes panel last."""
+    over_time = any(len(p.points) > 1 for p in progress)
+    panels = 1 + bool(points) + over_time
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels + 2, 5), squeeze=False)
+    ax, *others = axes[0]
     if points:
-        fig, (ax, right) = plt.subplots(1, 2, figsize=(14, 5))
-        _draw_points(right, points, header)
-    else:
-        fig, ax = plt.subplots(figsize=(8, 5))
+        _draw_points(others.pop(0), points, header)
+    if over_time:
+        _draw_progress(others.pop(0), progress, progress_header)
     _draw_curves(ax, curves)
     fig.suptitle(title)
     fig.tight_layout()

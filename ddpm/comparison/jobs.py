@@ -84,6 +84,7 @@ class Job:
     replicate: tuple[str, ...] = ()  # which seed (``trainer.seed=1``): pairs across settings
     measured: list[Measured] = field(default_factory=list)
     evals: dict[Evaluation, dict[str, float]] = field(default_factory=dict)
+    batch_size: int | None = None  # its saved trainer.batch_size: the clock of its metrics rows
 
 
 def _text(value: Any) -> str:
@@ -203,6 +204,9 @@ def load_job(path: Path) -> Job:
         failure = "no summary.json (still running, or killed)"
     job = Job(path, overrides, summary, metrics, failure)
     job.measured = [m for m in measured if m is not None]
+    config_file = path / ".hydra" / "config.yaml"
+    if config_file.is_file():
+        job.batch_size = OmegaConf.select(OmegaConf.load(config_file), "trainer.batch_size")
     return job
 
 
