@@ -107,11 +107,11 @@ def rows_against(
     base: dict[int, float],
     named: list[tuple[str, dict[int, float]]],
     seeds: tuple[int, ...] = SEEDS,
-) -> tuple[list[list[str]], dict[str, bool]]:
+) -> tuple[list[list[str]], dict[str, bool], dict[str, float]]:
     """The baseline's row, then one per named setting tested against it, paired by seed; the
     table's p-values Holm-adjusted together (several settings tested at 0.05 each find a lucky
-    win more often than 1 in 20), so a win needs its Holm p below 0.05. Returns the rows and
-    which labels won."""
+    win more often than 1 in 20), so a win needs its Holm p below 0.05. Returns the rows,
+    which labels won, and each tested label's ratio (baseline / setting over shared seeds)."""
 
     def cells(fids: dict[int, float]) -> list[str]:
         values = [fids[k] for k in seeds if k in fids]
@@ -142,7 +142,7 @@ def rows_against(
         diff = f"{test.difference:+.2f} [{test.low:+.2f}, {test.high:+.2f}]"
         rows.append([label, *cells(fids), diff, f"{test.p:.3g}", f"{p_holm:.3g}", f"{ratio:.2f}x",
                      verdict])  # fmt: skip
-    return rows, won
+    return rows, won, {label: ratio for label, (_, ratio) in tests.items()}
 
 
 def head(seeds: tuple[int, ...] = SEEDS, against: str = "baseline") -> list[str]:
@@ -185,11 +185,11 @@ def declared(out: Path) -> None:
             print(f"\nThe declared study on {name} waits for seeds {list(seeds)} ({found}).")
             return
         named = [(s.label, f) for s, f in zip(DECLARED[1:], others, strict=True)]
-        rows, won = rows_against(DECLARED[0].label, base, named, seeds)
-        for label, fids in named:
+        rows, won, ratio = rows_against(DECLARED[0].label, base, named, seeds)
+        for label, _ in named:
             passed[label].append(won[label])
-            if not evaluation:  # the bar is read on the project evaluator
-                ratios[label] = sum(base[k] for k in seeds) / sum(fids[k] for k in seeds)
+        if not evaluation:  # the bar is read on the project evaluator
+            ratios = ratio
         if evaluation:
             name += f" ({second_evaluator(next(iter(DECLARED[0].runs(out).values())))})"
         print(f"\nThe declared study (README section 4) on {name}: FID of 2000 samples, the "
