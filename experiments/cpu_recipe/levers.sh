@@ -20,7 +20,9 @@
 #   5. the study declared in README section 4: the baseline, recipe=flow and recipe=flow with
 #      batch 64 for 4000 steps on seeds 0-4, each measured again on a second evaluator (another
 #      classifier: width 64, 256 features, training seed 1): the same samples (x_T seed =
-#      training seed + 1).
+#      training seed + 1);
+#   7. levers on the new default (README section 7): its setting at 4000 steps with the
+#      learning rate doubled (2e-3), seeds 0-2, against its own runs of section 4.
 # levers_report.py tests each setting against the baseline, paired by seed, and writes
 # levers.md. Re-running continues: finished jobs are skipped, evaluations redone.
 #   bash experiments/cpu_recipe/levers.sh   (about 10 min a run on a quiet 2-core CPU, 30 runs)
@@ -52,6 +54,9 @@ python -m ddpm.run "${BATCH64[@]}" +formulation=flow_logit_normal "trainer.seed=
 python -m ddpm.run +experiment=formulations trainer.batch_size=32 trainer.max_steps=8000 \
   trainer.eval_every=8000 trainer.eval_samples=2000 logger=none +formulation=flow_logit_normal \
   trainer.seed=0 hydra.sweep.dir="$OUT/flow_batch32"
+# 7. on the new default (README section 7, declared): the learning rate doubled, seeds 0-2
+python -m ddpm.run "${BATCH64[@]}" +formulation=flow_logit_normal optimizer.lr=2e-3 \
+  "trainer.seed=0,1,2" hydra.sweep.dir="$OUT/new_lr"
 seed_run() { ls -d "$1"/*trainer.seed="$2"; }  # a folder name holds = and ,: quoted for Hydra
 SECOND=${SECOND:-$HOME/.cache/ddpm/evaluator_second}
 [ -f "$SECOND/classifier.pt" ] || python -m ddpm.evaluate.build arch.width=64 \

@@ -79,6 +79,8 @@ ATTRIBUTION = ((FLOW_OT, FLOW_ODE),)
 # README section 4: both flow settings against the baseline on five seeds, on the project
 # evaluator and on the same samples measured by another classifier
 DECLARED = (BASELINE, FLOW, FLOW_BATCH)
+# README section 7: levers on the new default, each against its own runs of section 4
+NEW_LEVERS = (Setting("learning rate 2e-3 (optimizer.lr=2e-3)", "new_lr"),)
 EVALUATORS = (("the project evaluator", ""), ("the second evaluator", SECOND))
 
 
@@ -211,6 +213,18 @@ def declared(out: Path) -> None:
         )
 
 
+def new_default(out: Path) -> None:
+    """README section 7: each lever on recipe=cpu's setting (flow, batch 64, 4000 steps)
+    against that setting's own runs, paired by seed, Holm-adjusted over the levers."""
+    named = [(lever.label, fids) for lever in NEW_LEVERS if (fids := fids_of(lever, out))]
+    if not named:
+        return
+    print("\nLevers on the new default (README section 7): recipe=cpu's setting at 4000 "
+          "steps of 64, each lever against its runs of section 4, paired by seed:\n")  # fmt: skip
+    rows = rows_against(FLOW_BATCH.label, fids_of(FLOW_BATCH, out), named)[0]
+    table(head(against="recipe=cpu"), rows)
+
+
 def main(out: Path) -> None:
     base = fids_of(BASELINE, out)
     profiled = PROFILED.runs(out)
@@ -247,6 +261,7 @@ def main(out: Path) -> None:
         table(["setting", "seed", "FID", "baseline's FID, same seed"],
               [[screen.label, str(k), f"{f:.2f}", f"{base.get(k, float('nan')):.2f}"]
                for screen, fids in screens for k, f in sorted(fids.items())])  # fmt: skip
+    new_default(out)
     thirty = out / "default_30min" / "summary.json"
     if thirty.is_file():
         s = json.loads(thirty.read_text())
