@@ -67,6 +67,13 @@ def section5(out: Path, levers: Path) -> None:
     print(markdown(["training seed", "steps", "training min", "images/s", "FID",
                     "precision", "recall", "FID, second evaluator"], rows))  # fmt: skip
     mean = summarize(fids).mean
+    old = out / "recipe_ddpm_seed0"
+    if (old / "summary.json").is_file():
+        s, other = summary(old), fid_file(old / SECOND)
+        also = "" if other is None else f", second evaluator {other:.2f}"
+        print(f"\nrecipe=ddpm (the old default), training seed 0: {s['steps']} steps of 128 in "
+              f"{s['train_time_s'] / 60:.1f} training minutes, FID {s['fid']:.2f}{also}; the "
+              f"new default's mean is {s['fid'] / mean:.2f}x lower (one seed of the old).")  # fmt: skip
     met = "met" if len(fids) >= 3 and mean <= TARGET else "not met"
     print(f"\nTarget FID <= {TARGET:g} (mean of 3 seeds): {met} ({len(fids)} seeds, mean "
           f"{mean:.2f}).\n")  # fmt: skip
