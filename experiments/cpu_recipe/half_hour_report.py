@@ -71,9 +71,11 @@ def section5(out: Path, levers: Path) -> None:
     if (old / "summary.json").is_file():
         s, other = summary(old), fid_file(old / SECOND)
         also = "" if other is None else f", second evaluator {other:.2f}"
-        print(f"\nrecipe=ddpm (the old default), training seed 0: {s['steps']} steps of 128 in "
-              f"{s['train_time_s'] / 60:.1f} training minutes, FID {s['fid']:.2f}{also}; the "
-              f"new default's mean is {s['fid'] / mean:.2f}x lower (one seed of the old).")  # fmt: skip
+        print(
+            f"\nrecipe=ddpm (the old default), training seed 0: {s['steps']} steps of 128 in "
+            f"{s['train_time_s'] / 60:.1f} training minutes, FID {s['fid']:.2f}{also}; the "
+            f"new default's mean is {s['fid'] / mean:.2f}x lower (one seed of the old)."
+        )
     met = "met" if len(fids) >= 3 and mean <= TARGET else "not met"
     print(f"\nTarget FID <= {TARGET:g} (mean of 3 seeds): {met} ({len(fids)} seeds, mean "
           f"{mean:.2f}).\n")  # fmt: skip
