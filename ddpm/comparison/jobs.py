@@ -157,14 +157,14 @@ def _sampler_choice(path: Path, overrides: list[str]) -> str:
     return picked[-1] if picked else UNKNOWN
 
 
-def _from_training(path: Path, summary: dict[str, Any], overrides: list[str]) -> Measured | None:
+def _from_training(
+    path: Path, summary: dict[str, Any], overrides: list[str], cfg: DictConfig
+) -> Measured | None:
     """The quality the run measured at its end (``trainer.eval_every``): ``trainer.eval_samples``
-    images from the run's own sampler, read from its saved config."""
+    images from the run's own sampler, read from its saved config ``cfg``."""
     metrics = {k: summary[k] for k, _, _ in QUALITY if k in summary}
     if not metrics:
         return None
-    config_file = path / ".hydra" / "config.yaml"
-    cfg = OmegaConf.load(config_file) if config_file.is_file() else OmegaConf.create()
     samples = OmegaConf.select(cfg, "trainer.eval_samples", default=None)
     calls, guidance, settings = UNKNOWN, (), None
     try:
@@ -197,16 +197,16 @@ def load_job(path: Path) -> Job:
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     metrics = read_metrics(path) if (path / "metrics.jsonl").is_file() else []
     failure = failed_file.read_text().strip() if failed_file.is_file() else None
+    config_file = path / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config_file) if config_file.is_file() else OmegaConf.create()
     # Quality measured during training, and after it (python -m ddpm.evaluate): each its own.
-    measured = [_from_training(path, summary, overrides)]
+    measured = [_from_training(path, summary, overrides, cfg)]
     measured += [_from_eval_file(p) for p in sorted((path / "eval").glob("*.json"))]
     if failure is None and not summary:
         failure = "no summary.json (still running, or killed)"
     job = Job(path, overrides, summary, metrics, failure)
     job.measured = [m for m in measured if m is not None]
-    config_file = path / ".hydra" / "config.yaml"
-    if config_file.is_file():
-        job.batch_size = OmegaConf.select(OmegaConf.load(config_file), "trainer.batch_size")
+    job.batch_size = OmegaConf.select(cfg, "trainer.batch_size", default=None)
     return job
 
 
